@@ -1,0 +1,102 @@
+"""The typed configuration. Every default runs on one machine with nothing else installed.
+
+``config/spanwatch.toml`` documents each key; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ._types import Address, Duration, ListenAddress, Size
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class Receiver(_Section):
+    """The OTLP receivers (DESIGN contract 3)."""
+
+    grpc_listen: Address = ListenAddress("127.0.0.1", 4317)
+    http_listen: Address = ListenAddress("127.0.0.1", 4318)
+    max_request_size: Size = 64 << 20
+    # Spans decoded but not yet processed; past this the receivers answer with a retryable status.
+    queue_spans: int = Field(default=262_144, ge=8192)
+    # What the Retry-After header and RetryInfo suggest when the queue is full.
+    retry_after: Duration = 1.0
+    # How long SIGTERM waits for in-flight Export calls before cutting them.
+    shutdown_grace: Duration = 5.0
+
+
+class Publish(_Section):
+    """Where events go: the WebSocket listener (and the live page)."""
+
+    ws_listen: Address = ListenAddress("127.0.0.1", 8765)
+
+
+class Storage(_Section):
+    data_dir: Path = Path("spanwatch-data")
+
+
+class Analysis(_Section):
+    """The LLM write-up stage: which incidents, and how they are batched."""
+
+    enabled: bool = True
+    batch_window: Duration = 30.0
+    min_severity: int = Field(default=3, ge=1, le=5)
+
+
+class LLM(_Section):
+    """The Ollama server the analysis stage talks to."""
+
+    host: str = ""
+    model: str = "llama3.2:1b"
+    repeat_penalty: float = Field(default=1.3, gt=0)
+    temperature: float = Field(default=0.2, ge=0)
+    timeout: Duration = 120.0
+
+    @model_validator(mode="after")
+    def _host_from_environment(self) -> LLM:
+        if not self.host:
+            host = os.environ.get("OLLAMA_HOST") or "http://127.0.0.1:11434"
+            object.__setattr__(self, "host", host)
+        return self
+
+
+class Auth(_Section):
+    """A bearer token every port asks for; empty means no authentication."""
+
+    token: str = Field(default="", repr=False, exclude=True)
+    token_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Auth:
+        if self.token and self.token_file:
+            raise ValueError("set auth.token or auth.token_file, not both")
+        return self
+
+    def resolve_token(self) -> str:
+        """The token in force: read from ``token_file`` each call, so SIGHUP can rotate it."""
+        if self.token_file is not None:
+            return self.token_file.read_text(encoding="utf-8").strip()
+        return self.token
+
+
+class Log(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    # auto: pretty on a terminal, JSON otherwise.
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class Config(_Section):
+    receiver: Receiver = Receiver()
+    publish: Publish = Publish()
+    storage: Storage = Storage()
+    analysis: Analysis = Analysis()
+    llm: LLM = LLM()
+    auth: Auth = Auth()
+    log: Log = Log()

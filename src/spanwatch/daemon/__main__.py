@@ -1,0 +1,5 @@
+import sys
+
+from spanwatch.daemon import main
+
+sys.exit(main())

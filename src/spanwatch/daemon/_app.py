@@ -1,0 +1,130 @@
+"""Wiring and lifecycle: start order, health, metrics, graceful shutdown.
+
+Start: data dir → pipeline → gRPC → HTTP, then READY=1. Stop: STOPPING=1 → not ready →
+refuse new requests and finish in-flight ones → drain the pipeline → exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from spanwatch.config import BearerToken, Config, ListenAddress
+from spanwatch.otlp import GrpcReceiver, HttpReceiver, Ingest, ReceiverMetrics, auth_middleware
+
+from . import _systemd
+from ._pipeline import Pipeline, Stage
+
+log = structlog.get_logger("spanwatch.daemon")
+
+HEALTH_PATHS = ("/healthz", "/readyz")
+
+
+class Daemon:
+    """One spanwatch daemon. ``stages`` run on every accepted batch, in order."""
+
+    def __init__(self, config: Config, stages: list[Stage] | None = None) -> None:
+        self.config = config
+        self.registry = CollectorRegistry()
+        self.token = BearerToken(config.auth)
+        self.pipeline = Pipeline(config.receiver.queue_spans, list(stages or []), self.registry)
+        metrics = ReceiverMetrics(self.registry)
+        self.ingest = Ingest(self.pipeline.offer, metrics, config.receiver.retry_after)
+        self.grpc = GrpcReceiver(
+            self.ingest, self.token, config.receiver.grpc_listen, config.receiver.max_request_size
+        )
+        self._http_receiver = HttpReceiver(self.ingest, config.receiver.max_request_size)
+        self._runner: web.AppRunner | None = None
+        self.http_port = 0
+        self.ready = False
+        self._started_at = time.monotonic()
+
+    @property
+    def grpc_port(self) -> int:
+        return self.grpc.port
+
+    async def start(self) -> None:
+        cfg = self.config
+        cfg.storage.data_dir.mkdir(parents=True, exist_ok=True)
+        self.pipeline.start()
+        await self.grpc.start()
+        await self._start_http(cfg.receiver.http_listen)
+        self.ready = True
+        log.info(
+            "listening",
+            grpc=f"{cfg.receiver.grpc_listen.host}:{self.grpc_port}",
+            http=f"{cfg.receiver.http_listen.host}:{self.http_port}",
+            data_dir=str(cfg.storage.data_dir),
+            auth=self.token.enabled,
+        )
+
+    async def _start_http(self, address: ListenAddress) -> None:
+        app = web.Application(
+            middlewares=[auth_middleware(self.token, self.ingest, HEALTH_PATHS)],
+        )
+        app.add_routes(self._http_receiver.routes())
+        app.add_routes(
+            [
+                web.get("/metrics", self._metrics),
+                web.get("/healthz", self._healthz),
+                web.get("/readyz", self._readyz),
+            ]
+        )
+        # Bodies are decompressed by the receiver, bounded; aiohttp must hand them over as sent.
+        runner = web.AppRunner(
+            app,
+            auto_decompress=False,
+            access_log=None,
+            shutdown_timeout=self.config.receiver.shutdown_grace,
+        )
+        await runner.setup()
+        site = web.TCPSite(runner, address.host, address.port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        sockets: Any = runner.addresses
+        self.http_port = int(sockets[0][1])
+
+    async def stop(self) -> None:
+        """Stop taking spans, finish what was accepted, and release the ports."""
+        _systemd.stopping()
+        self.ready = False
+        grace = self.config.receiver.shutdown_grace
+        log.info("stopping", queued_spans=self.pipeline.queued_spans)
+        await asyncio.gather(self.grpc.stop(grace), self._stop_http())
+        await self.pipeline.drain()
+        log.info("stopped", watermark_ns=self.pipeline.watermark_ns)
+
+    async def _stop_http(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def reload(self, config: Config) -> None:
+        """SIGHUP: take a new token and log level; listeners stay as they are."""
+        self.token.reload(config.auth)
+        self.config = config
+        log.info("reloaded", auth=self.token.enabled)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {"status": "ok", "uptime_s": round(time.monotonic() - self._started_at, 3)}
+        )
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        if not self.ready:
+            return web.json_response({"status": "not ready"}, status=503)
+        return web.json_response({"status": "ready", "queued_spans": self.pipeline.queued_spans})

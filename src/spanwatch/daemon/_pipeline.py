@@ -1,0 +1,108 @@
+"""The bounded hand-over between the receivers and the stages that process spans.
+
+Receivers call :meth:`Pipeline.offer` on the event loop; it never blocks: with no room it says
+no, and the receiver answers with a retryable status. One task feeds the queued batches to the
+stages in arrival order. The queue is bounded in spans, not requests, so memory stays bounded
+whatever the request size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from spanwatch.model import SpanBatch
+
+Stage = Callable[[SpanBatch], None]
+
+log = structlog.get_logger("spanwatch.pipeline")
+
+
+class Pipeline:
+    def __init__(self, capacity_spans: int, stages: list[Stage], registry: CollectorRegistry):
+        self._capacity = capacity_spans
+        self._stages = stages
+        self._queue: deque[SpanBatch] = deque()
+        self._queued_spans = 0
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+        self.watermark_ns = 0
+        self._processed = Counter(
+            "spanwatch_pipeline_processed_spans",
+            "Spans that went through every stage.",
+            registry=registry,
+        )
+        self._stage_errors = Counter(
+            "spanwatch_pipeline_stage_errors",
+            "Batches a stage raised on.",
+            registry=registry,
+        )
+        Gauge(
+            "spanwatch_pipeline_queued_spans",
+            "Spans accepted and waiting for the stages.",
+            registry=registry,
+        ).set_function(lambda: self._queued_spans)
+        Gauge(
+            "spanwatch_event_time_watermark_seconds",
+            "The latest span end time seen (event time), as a Unix timestamp.",
+            registry=registry,
+        ).set_function(lambda: self.watermark_ns / 1e9)
+
+    @property
+    def queued_spans(self) -> int:
+        return self._queued_spans
+
+    def offer(self, batch: SpanBatch) -> bool:
+        """Queue a batch; False when it does not fit now or the pipeline is shutting down.
+
+        An empty queue takes a batch of any size, so one request larger than the queue is
+        still accepted once the queue empties instead of being refused on every retry.
+        """
+        if self._closing:
+            return False
+        if self._queued_spans and self._queued_spans + len(batch) > self._capacity:
+            return False
+        self._queue.append(batch)
+        self._queued_spans += len(batch)
+        self._wakeup.set()
+        return True
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="spanwatch-pipeline")
+
+    async def drain(self) -> None:
+        """Take no more batches, process what is queued, then stop."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            while self._queue:
+                batch = self._queue.popleft()
+                self._queued_spans -= len(batch)
+                self._process(batch)
+                # Let receivers run between batches: a burst never starves the network.
+                await asyncio.sleep(0)
+            if self._closing:
+                return
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+    def _process(self, batch: SpanBatch) -> None:
+        for stage in self._stages:
+            try:
+                stage(batch)
+            except Exception:
+                # One bad batch must not stop the pipeline; the error is logged and counted.
+                self._stage_errors.inc()
+                log.exception("stage failed", stage=getattr(stage, "__name__", repr(stage)))
+        self.watermark_ns = max(self.watermark_ns, batch.max_end_ns())
+        self._processed.inc(len(batch))

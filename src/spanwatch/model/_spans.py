@@ -1,0 +1,138 @@
+"""The span batch: spans decoded from OTLP, stored column by column.
+
+Columns keep the detector's loops over one field tight and let a receiver hand a whole
+request over as one object. Absent strings are ``""`` and absent integers ``0``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from enum import IntEnum
+from typing import Any
+
+
+class SpanKind(IntEnum):
+    """OTLP ``Span.SpanKind`` values."""
+
+    UNSPECIFIED = 0
+    INTERNAL = 1
+    SERVER = 2
+    CLIENT = 3
+    PRODUCER = 4
+    CONSUMER = 5
+
+
+class StatusCode(IntEnum):
+    """OTLP ``Status.StatusCode`` values."""
+
+    UNSET = 0
+    OK = 1
+    ERROR = 2
+
+
+# The semantic-convention attributes that the detector reads, by column name. Older names that
+# instrumentations still send map to the same column; the first one listed wins.
+SEMCONV_COLUMNS: dict[str, tuple[str, ...]] = {
+    "http_route": ("http.route",),
+    "http_method": ("http.request.method", "http.method"),
+    "http_status_code": ("http.response.status_code", "http.status_code"),
+    "rpc_system": ("rpc.system",),
+    "rpc_service": ("rpc.service",),
+    "rpc_method": ("rpc.method",),
+    "db_system": ("db.system.name", "db.system"),
+    "db_operation": ("db.operation.name", "db.operation"),
+    "messaging_system": ("messaging.system",),
+    "server_address": ("server.address", "net.peer.name"),
+    "peer_service": ("peer.service",),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """One row of a :class:`SpanBatch`, for tests, debugging and per-span rules."""
+
+    trace_id: bytes
+    span_id: bytes
+    parent_span_id: bytes
+    service: str
+    service_version: str
+    name: str
+    kind: int
+    start_ns: int
+    end_ns: int
+    status_code: int
+    status_message: str
+    exception_type: str
+    exception_message: str
+    http_route: str
+    http_method: str
+    http_status_code: int
+    rpc_system: str
+    rpc_service: str
+    rpc_method: str
+    db_system: str
+    db_operation: str
+    messaging_system: str
+    server_address: str
+    peer_service: str
+
+    @property
+    def duration_ns(self) -> int:
+        return self.end_ns - self.start_ns
+
+
+@dataclass(slots=True)
+class SpanBatch:
+    """Spans of one export request, one list per field, all of equal length."""
+
+    trace_id: list[bytes] = field(default_factory=list)
+    span_id: list[bytes] = field(default_factory=list)
+    parent_span_id: list[bytes] = field(default_factory=list)
+    service: list[str] = field(default_factory=list)
+    service_version: list[str] = field(default_factory=list)
+    name: list[str] = field(default_factory=list)
+    kind: list[int] = field(default_factory=list)
+    start_ns: list[int] = field(default_factory=list)
+    end_ns: list[int] = field(default_factory=list)
+    status_code: list[int] = field(default_factory=list)
+    status_message: list[str] = field(default_factory=list)
+    exception_type: list[str] = field(default_factory=list)
+    exception_message: list[str] = field(default_factory=list)
+    http_route: list[str] = field(default_factory=list)
+    http_method: list[str] = field(default_factory=list)
+    http_status_code: list[int] = field(default_factory=list)
+    rpc_system: list[str] = field(default_factory=list)
+    rpc_service: list[str] = field(default_factory=list)
+    rpc_method: list[str] = field(default_factory=list)
+    db_system: list[str] = field(default_factory=list)
+    db_operation: list[str] = field(default_factory=list)
+    messaging_system: list[str] = field(default_factory=list)
+    server_address: list[str] = field(default_factory=list)
+    peer_service: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.span_id)
+
+    def row(self, i: int) -> Span:
+        return Span(**{f.name: getattr(self, f.name)[i] for f in fields(self)})
+
+    def rows(self) -> list[Span]:
+        return [self.row(i) for i in range(len(self))]
+
+    def append(self, span: Span) -> None:
+        for f in fields(self):
+            getattr(self, f.name).append(getattr(span, f.name))
+
+    @classmethod
+    def from_spans(cls, spans: list[Span]) -> SpanBatch:
+        batch = cls()
+        for span in spans:
+            batch.append(span)
+        return batch
+
+    def max_end_ns(self) -> int:
+        """The latest span end in the batch (0 when empty): what event time has reached."""
+        return max(self.end_ns, default=0)
+
+    def columns(self) -> dict[str, list[Any]]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}

@@ -1,0 +1,50 @@
+"""The step both receivers share: decode a body, hand the spans over, count what happened."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from spanwatch.model import SpanBatch
+
+from ._decode import decode_request, parse_json, parse_protobuf
+from ._errors import Overloaded, ReceiverError
+from ._metrics import ReceiverMetrics
+
+# Takes a batch, or returns False when it has no room for it now.
+BatchSink = Callable[[SpanBatch], bool]
+
+
+class Ingest:
+    def __init__(self, sink: BatchSink, metrics: ReceiverMetrics, retry_after: float) -> None:
+        self._sink = sink
+        self._metrics = metrics
+        self._retry_after = retry_after
+
+    def export(self, body: bytes, transport: str, is_json: bool = False) -> tuple[int, str]:
+        """Decode and hand over one request body; returns (refused spans, reason).
+
+        Raises a :class:`ReceiverError` for a body that cannot be decoded or a full queue.
+        """
+        metrics = self._metrics
+        metrics.received_bytes.labels(transport).inc(len(body))
+        try:
+            request = parse_json(body) if is_json else parse_protobuf(body)
+            result = decode_request(request)
+            batch = result.batch
+            if batch and not self._sink(batch):
+                metrics.refused_spans.labels(transport).inc(len(batch) + result.refused)
+                raise Overloaded(
+                    f"spanwatch is busy: {len(batch)} span(s) not taken, retry later",
+                    self._retry_after,
+                )
+        except ReceiverError as exc:
+            self.count_failure(transport, exc)
+            raise
+        metrics.accepted_spans.labels(transport).inc(len(batch))
+        if result.refused:
+            metrics.refused_spans.labels(transport).inc(result.refused)
+        metrics.requests.labels(transport, "partial" if result.refused else "ok").inc()
+        return result.refused, result.reason
+
+    def count_failure(self, transport: str, exc: ReceiverError) -> None:
+        self._metrics.requests.labels(transport, type(exc).__name__).inc()
