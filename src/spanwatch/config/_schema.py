@@ -93,10 +93,10 @@ class Log(_Section):
 
 
 class Config(_Section):
-    receiver: Receiver = Receiver()
-    publish: Publish = Publish()
-    storage: Storage = Storage()
-    analysis: Analysis = Analysis()
-    llm: LLM = LLM()
-    auth: Auth = Auth()
-    log: Log = Log()
+    receiver: Receiver = Field(default_factory=Receiver)
+    publish: Publish = Field(default_factory=Publish)
+    storage: Storage = Field(default_factory=Storage)
+    analysis: Analysis = Field(default_factory=Analysis)
+    llm: LLM = Field(default_factory=LLM)
+    auth: Auth = Field(default_factory=Auth)
+    log: Log = Field(default_factory=Log)

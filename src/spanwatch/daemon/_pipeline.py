@@ -1,14 +1,16 @@
 """The bounded hand-over between the receivers and the stages that process spans.
 
 Receivers call :meth:`Pipeline.offer` on the event loop; it never blocks: with no room it says
-no, and the receiver answers with a retryable status. One task feeds the queued batches to the
-stages in arrival order. The queue is bounded in spans, not requests, so memory stays bounded
-whatever the request size.
+no, and the receiver answers with a retryable status. The stages (the detector and what follows)
+run on one worker thread, in arrival order, so a slow stage fills the queue instead of stalling
+the receivers: senders get UNAVAILABLE / 503 promptly rather than timing out. The queue is
+bounded in spans, not requests, so memory stays bounded whatever the request size.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections import deque
 from collections.abc import Callable
 
@@ -28,9 +30,9 @@ class Pipeline:
         self._stages = stages
         self._queue: deque[SpanBatch] = deque()
         self._queued_spans = 0
-        self._wakeup = asyncio.Event()
+        self._cond = threading.Condition()
         self._closing = False
-        self._task: asyncio.Task[None] | None = None
+        self._thread: threading.Thread | None = None
         self.watermark_ns = 0
         self._processed = Counter(
             "spanwatch_pipeline_processed_spans",
@@ -63,38 +65,42 @@ class Pipeline:
         An empty queue takes a batch of any size, so one request larger than the queue is
         still accepted once the queue empties instead of being refused on every retry.
         """
-        if self._closing:
-            return False
-        if self._queued_spans and self._queued_spans + len(batch) > self._capacity:
-            return False
-        self._queue.append(batch)
-        self._queued_spans += len(batch)
-        self._wakeup.set()
+        with self._cond:
+            if self._closing:
+                return False
+            if self._queued_spans and self._queued_spans + len(batch) > self._capacity:
+                return False
+            self._queue.append(batch)
+            self._queued_spans += len(batch)
+            self._cond.notify()
         return True
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="spanwatch-pipeline")
+        self._thread = threading.Thread(target=self._run, name="spanwatch-pipeline", daemon=True)
+        self._thread.start()
 
     async def drain(self) -> None:
-        """Take no more batches, process what is queued, then stop."""
-        self._closing = True
-        self._wakeup.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
+        """Take no more batches, process what is queued, then stop the worker."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
 
-    async def _run(self) -> None:
+    def _run(self) -> None:
         while True:
-            while self._queue:
-                batch = self._queue.popleft()
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                if not self._queue:
+                    return  # closing and drained
+                batch = self._queue[0]
+            # The batch still counts as queued while it is processed, so the bound covers it.
+            self._process(batch)
+            with self._cond:
+                self._queue.popleft()
                 self._queued_spans -= len(batch)
-                self._process(batch)
-                # Let receivers run between batches: a burst never starves the network.
-                await asyncio.sleep(0)
-            if self._closing:
-                return
-            self._wakeup.clear()
-            await self._wakeup.wait()
 
     def _process(self, batch: SpanBatch) -> None:
         for stage in self._stages:

@@ -54,8 +54,10 @@ class HttpReceiver:
 
     async def export(self, request: web.Request) -> web.Response:
         is_json = request.content_type == JSON_TYPE
+        # An unknown Content-Type has no encoding of its own to answer in: use JSON.
+        answer_json = is_json or request.content_type not in PROTOBUF_TYPES
         try:
-            if not is_json and request.content_type not in PROTOBUF_TYPES:
+            if answer_json and not is_json:
                 raise UnsupportedMediaType(
                     f"unsupported Content-Type {request.content_type!r}: "
                     "send application/x-protobuf or application/json"
@@ -63,8 +65,7 @@ class HttpReceiver:
             body = await self._read_body(request)
         except ReceiverError as exc:
             self._ingest.count_failure(TRANSPORT, exc)
-            # An unknown Content-Type has no encoding of its own to answer in: use JSON.
-            return error_response(exc, as_json=is_json or isinstance(exc, UnsupportedMediaType))
+            return error_response(exc, as_json=answer_json)
         try:
             refused, reason = self._ingest.export(body, TRANSPORT, is_json)
         except ReceiverError as exc:  # counted by Ingest
