@@ -111,7 +111,7 @@ def test_bad_toml_is_reported_with_the_file(tmp_path: Path) -> None:
     """A file that is not TOML is named in the error."""
     path = tmp_path / "bad.toml"
     path.write_text("[receiver\n")
-    with pytest.raises(ConfigError, match="bad.toml is not valid TOML"):
+    with pytest.raises(ConfigError, match=r"bad\.toml is not valid TOML"):
         load(path, env={})
 
 
