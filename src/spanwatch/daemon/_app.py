@@ -101,7 +101,11 @@ class Daemon:
         log.info("stopping", queued_spans=self.pipeline.queued_spans)
         await asyncio.gather(self.grpc.stop(grace), self._stop_http())
         await self.pipeline.drain()
-        log.info("stopped", watermark_ns=self.pipeline.watermark_ns)
+        log.info(
+            "stopped",
+            processed_spans=self.pipeline.processed_spans,
+            watermark_ns=self.pipeline.watermark_ns,
+        )
 
     async def _stop_http(self) -> None:
         if self._runner is not None:

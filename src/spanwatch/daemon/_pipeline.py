@@ -34,6 +34,7 @@ class Pipeline:
         self._closing = False
         self._thread: threading.Thread | None = None
         self.watermark_ns = 0
+        self.processed_spans = 0
         self._processed = Counter(
             "spanwatch_pipeline_processed_spans",
             "Spans that went through every stage.",
@@ -111,4 +112,5 @@ class Pipeline:
                 self._stage_errors.inc()
                 log.exception("stage failed", stage=getattr(stage, "__name__", repr(stage)))
         self.watermark_ns = max(self.watermark_ns, batch.max_end_ns())
+        self.processed_spans += len(batch)
         self._processed.inc(len(batch))
