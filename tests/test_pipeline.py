@@ -44,6 +44,7 @@ def test_queue_is_bounded_in_spans_and_drains_in_order() -> None:
 
 def test_an_empty_queue_takes_a_batch_larger_than_its_capacity() -> None:
     """A request bigger than the queue is not refused forever."""
+
     async def scenario() -> None:
         pipeline = Pipeline(10, [], CollectorRegistry())
         pipeline.start()

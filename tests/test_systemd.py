@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -106,3 +107,25 @@ def test_port_in_use_fails_with_exit_1(daemon_process: Callable[..., DaemonProce
         proc = daemon_process("--http-listen", f"127.0.0.1:{port}")
         assert proc.proc.wait(20) == 1
         assert "cannot start" in proc.log()
+
+
+def test_sighup_rotates_the_token_from_its_file(
+    daemon_process: Callable[..., DaemonProcess], tmp_path: Path
+) -> None:
+    """After SIGHUP the new token in auth.token_file is required and the old one refused."""
+    token_file = tmp_path / "token"
+    token_file.write_text("old-token\n")
+    proc = daemon_process(env={"SPANWATCH_AUTH__TOKEN_FILE": str(token_file)})
+    proc.wait_ready()
+    target = f"127.0.0.1:{proc.grpc_port}"
+    body = many_spans(1).SerializeToString()
+    assert grpc_export(target, body, token="old-token").code == grpc.StatusCode.OK
+    token_file.write_text("new-token\n")
+    proc.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while grpc_export(target, body, token="new-token").code != grpc.StatusCode.OK:
+        assert time.monotonic() < deadline, proc.log()
+        time.sleep(0.05)
+    assert grpc_export(target, body, token="old-token").code == grpc.StatusCode.UNAUTHENTICATED
+    assert "old-token" not in proc.log() and "new-token" not in proc.log()
+    assert proc.terminate() == 0

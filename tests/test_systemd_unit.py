@@ -38,7 +38,9 @@ def test_security_exposure_is_at_most_2() -> None:
     """systemd-analyze security rates the unit's exposure 2.0 or better."""
     proc = subprocess.run(
         ["systemd-analyze", "security", "--offline=yes", str(UNIT)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     match = re.search(r"Overall exposure level for \S+: ([\d.]+)", proc.stdout)
     assert match, proc.stdout + proc.stderr
