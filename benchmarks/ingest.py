@@ -52,8 +52,12 @@ def build_request(spans: int = SPANS_PER_REQUEST, seed: int = 7) -> bytes:
     start = 1_700_000_000_000_000_000
     for s, service in enumerate(services):
         rs = request.resource_spans.add()
-        for key, value in (("service.name", service), ("service.version", "1.4.2"),
-                           ("host.name", f"node-{s}"), ("telemetry.sdk.language", "python")):
+        for key, value in (
+            ("service.name", service),
+            ("service.version", "1.4.2"),
+            ("host.name", f"node-{s}"),
+            ("telemetry.sdk.language", "python"),
+        ):
             rs.resource.attributes.append(KeyValue(key=key, value=AnyValue(string_value=value)))
         ss = rs.scope_spans.add()
         ss.scope.name = "opentelemetry.instrumentation.http"
@@ -62,7 +66,8 @@ def build_request(spans: int = SPANS_PER_REQUEST, seed: int = 7) -> bytes:
             t0 = start + i * 1_000_000
             is_client = i % 2 == 1
             span = Span(
-                trace_id=trace, span_id=rng.getrandbits(64).to_bytes(8, "big"),
+                trace_id=trace,
+                span_id=rng.getrandbits(64).to_bytes(8, "big"),
                 parent_span_id=rng.getrandbits(64).to_bytes(8, "big") if i % 8 else b"",
                 name=f"GET {routes[i % len(routes)]}" if not is_client else "SELECT orders",
                 kind=3 if is_client else 2,
@@ -71,23 +76,36 @@ def build_request(spans: int = SPANS_PER_REQUEST, seed: int = 7) -> bytes:
                 status=Status(code=2 if rng.random() < 0.02 else 0),
             )
             if is_client:
-                attrs = {"db.system": "postgresql", "db.operation.name": "SELECT",
-                         "server.address": "orders-db", "server.port": 5432,
-                         "db.namespace": "shop"}
+                attrs = {
+                    "db.system": "postgresql",
+                    "db.operation.name": "SELECT",
+                    "server.address": "orders-db",
+                    "server.port": 5432,
+                    "db.namespace": "shop",
+                }
             else:
-                attrs = {"http.request.method": "GET", "http.route": routes[i % len(routes)],
-                         "http.response.status_code": 200, "url.scheme": "https",
-                         "server.address": "shop.example", "network.protocol.version": "1.1",
-                         "user_agent.original": "Mozilla/5.0"}
+                attrs = {
+                    "http.request.method": "GET",
+                    "http.route": routes[i % len(routes)],
+                    "http.response.status_code": 200,
+                    "url.scheme": "https",
+                    "server.address": "shop.example",
+                    "network.protocol.version": "1.1",
+                    "user_agent.original": "Mozilla/5.0",
+                }
             for key, value in attrs.items():
-                any_value = (AnyValue(int_value=value) if isinstance(value, int)
-                             else AnyValue(string_value=value))
+                any_value = (
+                    AnyValue(int_value=value)
+                    if isinstance(value, int)
+                    else AnyValue(string_value=value)
+                )
                 span.attributes.append(KeyValue(key=key, value=any_value))
             ss.spans.append(span)
     return request.SerializeToString()
 
 
 # --- reference receivers -------------------------------------------------------------------
+
 
 def serve_reference(mode: str, port: int) -> None:
     empty = ExportTraceServiceResponse().SerializeToString()
@@ -100,9 +118,16 @@ def serve_reference(mode: str, port: int) -> None:
                 for ss in rs.scope_spans:
                     for span in ss.spans:
                         # 8 fields of every span
-                        _ = (span.trace_id, span.span_id, span.parent_span_id, span.name,
-                             span.kind, span.start_time_unix_nano, span.end_time_unix_nano,
-                             span.status.code)
+                        _ = (
+                            span.trace_id,
+                            span.span_id,
+                            span.parent_span_id,
+                            span.name,
+                            span.kind,
+                            span.start_time_unix_nano,
+                            span.end_time_unix_nano,
+                            span.status.code,
+                        )
                         n += 1
         return empty
 
@@ -111,9 +136,14 @@ def serve_reference(mode: str, port: int) -> None:
             return export(body, context)
 
         server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 << 20)])
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-            "opentelemetry.proto.collector.trace.v1.TraceService",
-            {"Export": grpc.unary_unary_rpc_method_handler(handler)}),))
+        server.add_generic_rpc_handlers(
+            (
+                grpc.method_handlers_generic_handler(
+                    "opentelemetry.proto.collector.trace.v1.TraceService",
+                    {"Export": grpc.unary_unary_rpc_method_handler(handler)},
+                ),
+            )
+        )
         server.add_insecure_port(f"127.0.0.1:{port}")
         await server.start()
         print("ready", flush=True)
@@ -123,6 +153,7 @@ def serve_reference(mode: str, port: int) -> None:
 
 
 # --- clients -------------------------------------------------------------------------------
+
 
 def client(target: str, body: bytes, requests: int, results: multiprocessing.Queue) -> None:
     ok = busy = 0
@@ -156,8 +187,14 @@ def wait_port(port: int, timeout: float = 30) -> None:
     raise RuntimeError(f"port {port} never opened")
 
 
-def measure(proc: psutil.Process, target: str, body: bytes, clients: int, requests: int,
-            settle: object = None) -> dict[str, float]:
+def measure(
+    proc: psutil.Process,
+    target: str,
+    body: bytes,
+    clients: int,
+    requests: int,
+    settle: object = None,
+) -> dict[str, float]:
     # Warm up: connections, caches, the allocator.
     q: multiprocessing.Queue = multiprocessing.Queue()
     warm = multiprocessing.Process(target=client, args=(target, body, 3, q))
@@ -168,8 +205,10 @@ def measure(proc: psutil.Process, target: str, body: bytes, clients: int, reques
         settle()
     before = proc.cpu_times()
     t0 = time.perf_counter()
-    workers = [multiprocessing.Process(target=client, args=(target, body, requests, q))
-               for _ in range(clients)]
+    workers = [
+        multiprocessing.Process(target=client, args=(target, body, requests, q))
+        for _ in range(clients)
+    ]
     for w in workers:
         w.start()
     for w in workers:
@@ -181,8 +220,13 @@ def measure(proc: psutil.Process, target: str, body: bytes, clients: int, reques
     busy = sum(q.get()[1] for _ in workers)
     cpu = (after.user - before.user) + (after.system - before.system)
     spans = clients * requests * SPANS_PER_REQUEST
-    return {"spans": spans, "cpu_s": cpu, "wall_s": wall, "spans_per_cpu_s": spans / cpu,
-            "retries": busy}
+    return {
+        "spans": spans,
+        "cpu_s": cpu,
+        "wall_s": wall,
+        "spans_per_cpu_s": spans / cpu,
+        "retries": busy,
+    }
 
 
 def daemon_settler(http_port: int) -> object:
@@ -193,6 +237,7 @@ def daemon_settler(http_port: int) -> object:
                 if json.loads(r.read())["queued_spans"] == 0:
                     return
             time.sleep(0.02)
+
     return settle
 
 
@@ -209,19 +254,35 @@ def main() -> int:
         return 0
 
     body = build_request()
-    print(f"request: {SPANS_PER_REQUEST} spans, {len(body)} bytes; "
-          f"{args.clients} clients x {args.requests} requests x {args.rounds} rounds")
+    print(
+        f"request: {SPANS_PER_REQUEST} spans, {len(body)} bytes; "
+        f"{args.clients} clients x {args.requests} requests x {args.rounds} rounds"
+    )
     receivers: dict[str, tuple[list[str], int, int | None]] = {}
     for mode in ("parse", "fields"):
         port = free_port()
         receivers[f"reference-{mode}"] = (
-            [sys.executable, __file__, "--serve-reference", mode, "--port", str(port)], port, None)
+            [sys.executable, __file__, "--serve-reference", mode, "--port", str(port)],
+            port,
+            None,
+        )
     gport, hport = free_port(), free_port()
-    receivers["spanwatchd"] = ([
-        sys.executable, "-m", "spanwatch.daemon", "--no-llm",
-        "--grpc-listen", f"127.0.0.1:{gport}", "--http-listen", f"127.0.0.1:{hport}",
-        "--data-dir", str(RESULTS / ".bench-data"),
-    ], gport, hport)
+    receivers["spanwatchd"] = (
+        [
+            sys.executable,
+            "-m",
+            "spanwatch.daemon",
+            "--no-llm",
+            "--grpc-listen",
+            f"127.0.0.1:{gport}",
+            "--http-listen",
+            f"127.0.0.1:{hport}",
+            "--data-dir",
+            str(RESULTS / ".bench-data"),
+        ],
+        gport,
+        hport,
+    )
 
     env = {**os.environ, "SPANWATCH_LOG__LEVEL": "warning"}
     figures: dict[str, list[float]] = {name: [] for name in receivers}
@@ -234,27 +295,46 @@ def main() -> int:
             try:
                 wait_port(port)
                 settle = daemon_settler(http_port) if http_port else None
-                result = measure(psutil.Process(proc.pid), f"127.0.0.1:{port}", body,
-                                 args.clients, args.requests, settle)
+                result = measure(
+                    psutil.Process(proc.pid),
+                    f"127.0.0.1:{port}",
+                    body,
+                    args.clients,
+                    args.requests,
+                    settle,
+                )
             finally:
                 proc.terminate()
                 proc.wait(30)
             figures[name].append(result["spans_per_cpu_s"])
-            print(f"  round {round_no + 1} {name:18s} {result['spans_per_cpu_s']:>12,.0f} "
-                  f"spans/CPU-s  (cpu {result['cpu_s']:.2f}s, wall {result['wall_s']:.2f}s, "
-                  f"retries {result['retries']:.0f})")
+            print(
+                f"  round {round_no + 1} {name:18s} {result['spans_per_cpu_s']:>12,.0f} "
+                f"spans/CPU-s  (cpu {result['cpu_s']:.2f}s, wall {result['wall_s']:.2f}s, "
+                f"retries {result['retries']:.0f})"
+            )
 
     median = {name: statistics.median(v) for name, v in figures.items()}
     print()
     print(f"{'receiver':20s} {'spans/CPU-s (median)':>22s} {'vs parse':>9s} {'vs fields':>10s}")
     for name, value in median.items():
-        print(f"{name:20s} {value:>22,.0f} {value / median['reference-parse']:>9.2f} "
-              f"{value / median['reference-fields']:>10.2f}")
+        print(
+            f"{name:20s} {value:>22,.0f} {value / median['reference-parse']:>9.2f} "
+            f"{value / median['reference-fields']:>10.2f}"
+        )
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "ingest.json").write_text(json.dumps(
-        {"median_spans_per_cpu_s": median, "rounds": figures, "clients": args.clients,
-         "requests_per_client": args.requests, "spans_per_request": SPANS_PER_REQUEST},
-        indent=2) + "\n")
+    (RESULTS / "ingest.json").write_text(
+        json.dumps(
+            {
+                "median_spans_per_cpu_s": median,
+                "rounds": figures,
+                "clients": args.clients,
+                "requests_per_client": args.requests,
+                "spans_per_request": SPANS_PER_REQUEST,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     return 0
 
 
