@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from ._auth import BearerToken
-from ._schema import LLM, Analysis, Auth, Config, Log, Publish, Receiver, Storage
+from ._schema import LLM, Analysis, Auth, Config, Events, Log, Publish, Receiver, Storage
 from ._types import ListenAddress, format_duration, parse_duration, parse_size
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "BearerToken",
     "Config",
     "ConfigError",
+    "Events",
     "ListenAddress",
     "Log",
     "Publish",

@@ -36,6 +36,26 @@ class Publish(_Section):
     """Where events go: the WebSocket listener (and the live page)."""
 
     ws_listen: Address = ListenAddress("127.0.0.1", 8765)
+    # Events kept for subscribers that resume with ?since=SEQ.
+    replay_ring: int = Field(default=10_000, ge=100)
+    # Messages a subscriber may fall behind before it is disconnected (it can then resume).
+    subscriber_queue: int = Field(default=1024, ge=16)
+    # WebSocket ping interval (and pong timeout); 0 turns keepalive off.
+    ping_interval: Duration = 20.0
+    # Browser origins allowed besides the page's own, e.g. ["https://grafana.example.com"].
+    allowed_origins: tuple[str, ...] = ()
+
+
+class Events(_Section):
+    """OpenTelemetry log events out, through the SDK's OTLP log exporter (gRPC)."""
+
+    # auto: on when events.endpoint or OTEL_EXPORTER_OTLP_(LOGS_)ENDPOINT is set.
+    enabled: Literal["auto", "true", "false"] = "auto"
+    # Empty: the standard OTEL_EXPORTER_OTLP_* variables decide.
+    endpoint: str = ""
+    insecure: bool = True
+    queue_size: int = Field(default=2048, ge=16)
+    export_timeout: Duration = 10.0
 
 
 class Storage(_Section):
@@ -95,6 +115,7 @@ class Log(_Section):
 class Config(_Section):
     receiver: Receiver = Field(default_factory=Receiver)
     publish: Publish = Field(default_factory=Publish)
+    events: Events = Field(default_factory=Events)
     storage: Storage = Field(default_factory=Storage)
     analysis: Analysis = Field(default_factory=Analysis)
     llm: LLM = Field(default_factory=LLM)

@@ -1,7 +1,8 @@
 """Wiring and lifecycle: start order, health, metrics, graceful shutdown.
 
-Start: data dir → pipeline → gRPC → HTTP, then READY=1. Stop: STOPPING=1 → not ready →
-refuse new requests and finish in-flight ones → drain the pipeline → exit 0.
+Start: data dir → pipeline → gRPC → HTTP → WebSocket, then READY=1. Stop: STOPPING=1 → not
+ready → refuse new requests and finish in-flight ones → drain the pipeline (its last events
+still reach subscribers) → close WebSockets → flush OTel events → exit 0.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from spanwatch.config import BearerToken, Config, ListenAddress
 from spanwatch.otlp import GrpcReceiver, HttpReceiver, Ingest, ReceiverMetrics, auth_middleware
+from spanwatch.publish import Hub, OtelEvents, RatingDesk, WebSocketServer, events_enabled
 
 from . import _systemd
 from ._pipeline import Pipeline, Stage
@@ -35,6 +37,21 @@ class Daemon:
         self.pipeline = Pipeline(config.receiver.queue_spans, list(stages or []), self.registry)
         metrics = ReceiverMetrics(self.registry)
         self.ingest = Ingest(self.pipeline.offer, metrics, config.receiver.retry_after)
+        pub = config.publish
+        self.hub = Hub(self.registry, pub.replay_ring, pub.subscriber_queue)
+        self.ratings = RatingDesk(self.hub)
+        self.ws = WebSocketServer(
+            self.hub,
+            self.token,
+            pub.ws_listen,
+            self.ratings.rate,
+            pub.allowed_origins,
+            pub.ping_interval,
+        )
+        self.events: OtelEvents | None = None
+        if events_enabled(config.events):
+            self.events = OtelEvents(config.events)
+            self.hub.add_listener(self.events)
         self.grpc = GrpcReceiver(
             self.ingest, self.token, config.receiver.grpc_listen, config.receiver.max_request_size
         )
@@ -51,14 +68,18 @@ class Daemon:
     async def start(self) -> None:
         cfg = self.config
         cfg.storage.data_dir.mkdir(parents=True, exist_ok=True)
+        self.hub.attach(asyncio.get_running_loop())
         self.pipeline.start()
         await self.grpc.start()
         await self._start_http(cfg.receiver.http_listen)
+        await self.ws.start()
         self.ready = True
         log.info(
             "listening",
             grpc=f"{cfg.receiver.grpc_listen.host}:{self.grpc_port}",
             http=f"{cfg.receiver.http_listen.host}:{self.http_port}",
+            ws=f"{cfg.publish.ws_listen.host}:{self.ws.port}",
+            otel_events=self.events is not None,
             data_dir=str(cfg.storage.data_dir),
             auth=self.token.enabled,
         )
@@ -101,6 +122,10 @@ class Daemon:
         log.info("stopping", queued_spans=self.pipeline.queued_spans)
         await asyncio.gather(self.grpc.stop(grace), self._stop_http())
         await self.pipeline.drain()
+        await asyncio.sleep(0)  # let events published from the worker thread reach the hub
+        await self.ws.stop()
+        if self.events is not None:
+            await asyncio.to_thread(self.events.shutdown)
         log.info(
             "stopped",
             processed_spans=self.pipeline.processed_spans,

@@ -1,5 +1,37 @@
 """Plain data types that every package shares. Standard library only."""
 
+from ._incidents import (
+    Event,
+    EventType,
+    Evidence,
+    Incident,
+    InvalidRating,
+    Operation,
+    Pattern,
+    Rating,
+    RatingValue,
+    Severity,
+    parse_rating,
+    rfc3339_ns,
+)
 from ._spans import SEMCONV_COLUMNS, Span, SpanBatch, SpanKind, StatusCode
 
-__all__ = ["SEMCONV_COLUMNS", "Span", "SpanBatch", "SpanKind", "StatusCode"]
+__all__ = [
+    "SEMCONV_COLUMNS",
+    "Event",
+    "EventType",
+    "Evidence",
+    "Incident",
+    "InvalidRating",
+    "Operation",
+    "Pattern",
+    "Rating",
+    "RatingValue",
+    "Severity",
+    "Span",
+    "SpanBatch",
+    "SpanKind",
+    "StatusCode",
+    "parse_rating",
+    "rfc3339_ns",
+]

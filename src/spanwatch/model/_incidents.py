@@ -1,0 +1,189 @@
+"""Incidents, analyses, ratings and the event envelope, as plain data.
+
+``to_dict()`` gives the JSON shape of DESIGN contract 5; the protobuf schema in
+``proto/spanwatch/v1/events.proto`` describes the same shape (and a test holds them together).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import IntEnum, StrEnum
+from typing import Any
+
+
+class Severity(IntEnum):
+    """SEV1 is the worst."""
+
+    SEV1 = 1
+    SEV2 = 2
+    SEV3 = 3
+    SEV4 = 4
+    SEV5 = 5
+
+
+class Pattern(StrEnum):
+    ERROR_BURST = "error_burst"
+    LATENCY_SPIKE = "latency_spike"
+    TRAFFIC_DROP = "traffic_drop"
+    CASCADING_FAILURE = "cascading_failure"
+    SLOW_DEPENDENCY = "slow_dependency"
+    NEW_ERROR = "new_error"
+    RETRY_STORM = "retry_storm"
+    LATENCY_DRIFT = "latency_drift"
+
+
+class EventType(StrEnum):
+    INCIDENT_OPENED = "incident.opened"
+    INCIDENT_UPDATED = "incident.updated"
+    INCIDENT_RESOLVED = "incident.resolved"
+    ANALYSIS_STARTED = "analysis.started"
+    ANALYSIS_TOKEN = "analysis.token"
+    ANALYSIS_COMPLETED = "analysis.completed"
+    ANALYSIS_FAILED = "analysis.failed"
+    RATING_RECORDED = "rating.recorded"
+
+
+class RatingValue(StrEnum):
+    GOOD = "good"
+    BAD = "bad"
+
+
+def rfc3339_ns(unix_ns: int) -> str:
+    """``2026-11-25T03:58:36.799824123Z``: RFC 3339, UTC, nanoseconds."""
+    seconds, nanos = divmod(unix_ns, 1_000_000_000)
+    stamp = datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{stamp}.{nanos:09d}Z"
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    service: str
+    operation: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"service": self.service, "operation": self.operation}
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """What was measured against what was expected, e.g. error rate 0.42 vs 0.01."""
+
+    metric: str
+    observed: float
+    baseline: float
+    unit: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "metric": self.metric,
+            "observed": self.observed,
+            "baseline": self.baseline,
+            "unit": self.unit,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Incident:
+    id: str
+    severity: Severity
+    pattern: Pattern
+    service: str
+    operation: str
+    root_cause: Operation
+    started_at_ns: int
+    detected_at_ns: int
+    evidence: Evidence
+    summary: str
+    trace_ids: tuple[bytes, ...] = ()
+    example_span_id: bytes = b""
+    services: tuple[str, ...] = ()
+    resolved_at_ns: int = 0
+
+    @property
+    def status(self) -> str:
+        return "resolved" if self.resolved_at_ns else "open"
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "severity": int(self.severity),
+            "pattern": str(self.pattern),
+            "service": self.service,
+            "operation": self.operation,
+            "root_cause": self.root_cause.to_dict(),
+            "started_at": rfc3339_ns(self.started_at_ns),
+            "detected_at": rfc3339_ns(self.detected_at_ns),
+            "status": self.status,
+            "trace_ids": [t.hex() for t in self.trace_ids],
+            "evidence": self.evidence.to_dict(),
+            "summary": self.summary,
+            "services": list(self.services),
+        }
+        if self.trace_ids and self.example_span_id:
+            out["example"] = {
+                "trace_id": self.trace_ids[0].hex(),
+                "span_id": self.example_span_id.hex(),
+            }
+        if self.resolved_at_ns:
+            out["resolved_at"] = rfc3339_ns(self.resolved_at_ns)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Rating:
+    analysis_id: str
+    rating: RatingValue
+    correction: str = ""
+    rated_at_ns: int = 0
+    rater: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "analysis_id": self.analysis_id,
+            "rating": str(self.rating),
+            "correction": self.correction,
+            "rated_at": rfc3339_ns(self.rated_at_ns),
+            "rater": self.rater,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One message for subscribers: its type and its fields. ``seq`` is stamped by the hub."""
+
+    type: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def incident(cls, kind: EventType, incident: Incident) -> Event:
+        return cls(str(kind), {"incident": incident.to_dict()})
+
+
+MAX_CORRECTION_CHARS = 20_000
+
+
+class InvalidRating(ValueError):
+    """A rating request that cannot be accepted as it is (HTTP 400)."""
+
+
+def parse_rating(body: Any) -> tuple[str, RatingValue, str]:
+    """``(analysis_id, rating, correction)`` from a rating request (REST body or WebSocket)."""
+    if not isinstance(body, dict):
+        raise InvalidRating("a rating must be a JSON object")
+    analysis_id = body.get("analysis_id")
+    if not isinstance(analysis_id, str) or not analysis_id.strip():
+        raise InvalidRating("analysis_id must be a non-empty string")
+    value = body.get("rating")
+    try:
+        rating = RatingValue(str(value)) if isinstance(value, str) else RatingValue("")
+    except ValueError:
+        raise InvalidRating(f"rating must be 'good' or 'bad', not {value!r}") from None
+    correction = body.get("correction") or ""
+    if not isinstance(correction, str):
+        raise InvalidRating("correction must be a string")
+    if len(correction) > MAX_CORRECTION_CHARS:
+        raise InvalidRating(f"correction is longer than {MAX_CORRECTION_CHARS} characters")
+    if rating is RatingValue.GOOD and correction.strip():
+        raise InvalidRating("a correction goes with a 'bad' rating, not a 'good' one")
+    return analysis_id.strip(), rating, correction.strip()
