@@ -74,12 +74,17 @@ class Subscription:
         self._analyses: OrderedDict[str, None] = OrderedDict()
         self.overflowed = False
         self.last_seq = 0  # the last seq handed to the subscriber
+        # Called once, on the loop, when the queue overflows: lets the connection stop a send
+        # that is blocked on a client that does not read, instead of waiting for it.
+        self.on_overflow: Callable[[], object] | None = None
 
     def _offer(self, entry: _Entry) -> None:
         if self.overflowed or not self._passes(entry):
             return
         if len(self._queue) >= self._limit:
             self.overflowed = True
+            if self.on_overflow is not None:
+                self.on_overflow()
         else:
             self._queue.append(entry)
         self._wake.set()

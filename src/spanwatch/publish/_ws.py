@@ -96,6 +96,7 @@ class WebSocketServer:
             ping_interval=self._ping_interval or None,
             ping_timeout=self._ping_interval or None,
             max_size=64 * 1024,
+            close_timeout=3,
             # One encoding per message for every subscriber: per-connection deflate would
             # multiply the fan-out cost by the number of subscribers.
             compression=None,
@@ -162,23 +163,26 @@ class WebSocketServer:
                     )
                 )
             sender = asyncio.create_task(self._send_loop(connection, subscription))
-            try:
-                await self._receive_loop(connection, subscription)
-            finally:
-                sender.cancel()
+            receiver = asyncio.create_task(self._receive_loop(connection, subscription))
+            subscription.on_overflow = sender.cancel
+            await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (sender, receiver):
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await sender
+                    await task
+            if subscription.overflowed:
+                # The close frame waits behind what the client has not read; close_timeout
+                # bounds that wait before the TCP connection is dropped.
+                await connection.close(
+                    TRY_AGAIN_LATER, str(SubscriberTooSlow(subscription.last_seq))
+                )
         finally:
             subscription.close()
 
     async def _send_loop(self, connection: ServerConnection, subscription: Subscription) -> None:
-        try:
+        with contextlib.suppress(SubscriberTooSlow, ConnectionClosed):
             while True:
                 await connection.send(await subscription.next())
-        except SubscriberTooSlow as exc:
-            await connection.close(TRY_AGAIN_LATER, str(exc))
-        except ConnectionClosed:
-            pass
 
     async def _receive_loop(self, connection: ServerConnection, subscription: Subscription) -> None:
         try:
