@@ -69,6 +69,8 @@ class RunningDaemon:
         return 0.0 if value is None else value
 
     def stop(self) -> None:
+        if self._loop.is_closed():
+            return
         try:
             self.call(self.daemon.stop())
         finally:

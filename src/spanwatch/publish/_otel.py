@@ -54,6 +54,8 @@ class OtelEvents:
             exporter = OTLPLogExporter(
                 endpoint=settings.endpoint or None,
                 insecure=settings.insecure if settings.endpoint else None,
+                # Bounds the exporter's own retries too, so shutdown never waits longer.
+                timeout=settings.export_timeout,
             )
         self._provider = LoggerProvider(
             resource=Resource.create({"service.name": "spanwatch", "service.version": __version__})

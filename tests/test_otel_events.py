@@ -1,0 +1,107 @@
+"""OTel events out, received by a real in-process OTLP LogsService gRPC server."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent import futures
+
+import grpc
+import pytest
+from google.protobuf.json_format import MessageToDict
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
+
+from tests.conftest import RunningDaemon, free_port
+from tests.events import analysis_events, opened
+
+
+class LogsCollector(logs_service_pb2_grpc.LogsServiceServicer):
+    def __init__(self) -> None:
+        self.records: list[dict[str, object]] = []
+        self.lock = threading.Lock()
+
+    def Export(  # noqa: N802 - the gRPC method name
+        self, request: logs_service_pb2.ExportLogsServiceRequest, context: object
+    ) -> logs_service_pb2.ExportLogsServiceResponse:
+        with self.lock:
+            for resource_logs in request.resource_logs:
+                resource = MessageToDict(resource_logs.resource)
+                for scope_logs in resource_logs.scope_logs:
+                    for record in scope_logs.log_records:
+                        entry = MessageToDict(record, preserving_proto_field_name=True)
+                        entry["_resource"] = resource
+                        entry["_trace_id"] = record.trace_id.hex()
+                        entry["_span_id"] = record.span_id.hex()
+                        self.records.append(entry)
+        return logs_service_pb2.ExportLogsServiceResponse()
+
+    def wait(self, count: int, timeout: float = 15) -> list[dict[str, object]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if len(self.records) >= count:
+                    return list(self.records)
+            time.sleep(0.05)
+        raise AssertionError(f"expected {count} log records, got {len(self.records)}")
+
+
+@pytest.fixture
+def collector() -> Iterator[tuple[LogsCollector, int]]:
+    servicer = LogsCollector()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    logs_service_pb2_grpc.add_LogsServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield servicer, port
+    server.stop(0)
+
+
+def test_incident_and_analysis_events_arrive_as_named_log_records(
+    make_daemon: Callable[..., RunningDaemon], collector: tuple[LogsCollector, int]
+) -> None:
+    """Each event is a log record named spanwatch.<type>, linked to the example span."""
+    servicer, port = collector
+    d = make_daemon(**{"events.enabled": "true", "events.endpoint": f"http://127.0.0.1:{port}"})
+    events = [opened(1, severity=1), *analysis_events("a1", ["inc-1"], ["one ", "two"])]
+    for event in events:
+        d.daemon.hub.publish(event)
+    # started + completed + the incident; tokens are not exported as log records
+    records = servicer.wait(3)
+    names = [r["event_name"] for r in records]
+    assert names == ["spanwatch.incident.opened", "spanwatch.analysis.started",
+                     "spanwatch.analysis.completed"]
+    incident, started, completed = records
+    for record in records:
+        assert record["_trace_id"] == "5b8efff798038103d269b633813fc60c"
+        assert record["_span_id"] == "eee19b7ec3c1b174"
+    assert incident["severity_number"] == "SEVERITY_NUMBER_FATAL"
+    body = json.dumps(incident["body"])
+    assert "error_burst" in body and "inc-1" in body
+    attrs = {a["key"]: a["value"] for a in incident["attributes"]}  # type: ignore[union-attr]
+    assert attrs["spanwatch.incident.pattern"] == {"string_value": "error_burst"}
+    assert attrs["spanwatch.incident.severity"] == {"int_value": "1"}
+    assert "one two" in json.dumps(completed["body"])
+    resource = {a["key"]: a["value"] for a in incident["_resource"]["attributes"]}  # type: ignore[index]
+    assert resource["service.name"] == {"stringValue": "spanwatch"}
+
+
+def test_an_unreachable_endpoint_never_blocks_the_hub(
+    make_daemon: Callable[..., RunningDaemon],
+) -> None:
+    """With the OTLP endpoint down, publishing and shutdown stay prompt."""
+    dead = free_port()
+    d = make_daemon(**{"events.enabled": "true", "events.endpoint": f"http://127.0.0.1:{dead}",
+                       "events.export_timeout": "1s", "events.queue_size": 64})
+    started = time.monotonic()
+    for n in range(3000):
+        d.daemon.hub.publish(opened(n))
+    deadline = time.monotonic() + 10
+    while d.daemon.hub.seq < 3000:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert time.monotonic() - started < 5
+    stop_started = time.monotonic()
+    d.stop()
+    assert time.monotonic() - stop_started < 6
