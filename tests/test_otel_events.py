@@ -22,7 +22,7 @@ class LogsCollector(logs_service_pb2_grpc.LogsServiceServicer):
         self.records: list[dict[str, object]] = []
         self.lock = threading.Lock()
 
-    def Export(  # noqa: N802 - the gRPC method name
+    def Export(
         self, request: logs_service_pb2.ExportLogsServiceRequest, context: object
     ) -> logs_service_pb2.ExportLogsServiceResponse:
         with self.lock:
@@ -70,8 +70,11 @@ def test_incident_and_analysis_events_arrive_as_named_log_records(
     # started + completed + the incident; tokens are not exported as log records
     records = servicer.wait(3)
     names = [r["event_name"] for r in records]
-    assert names == ["spanwatch.incident.opened", "spanwatch.analysis.started",
-                     "spanwatch.analysis.completed"]
+    assert names == [
+        "spanwatch.incident.opened",
+        "spanwatch.analysis.started",
+        "spanwatch.analysis.completed",
+    ]
     incident, started, completed = records
     for record in records:
         assert record["_trace_id"] == "5b8efff798038103d269b633813fc60c"
@@ -92,8 +95,14 @@ def test_an_unreachable_endpoint_never_blocks_the_hub(
 ) -> None:
     """With the OTLP endpoint down, publishing and shutdown stay prompt."""
     dead = free_port()
-    d = make_daemon(**{"events.enabled": "true", "events.endpoint": f"http://127.0.0.1:{dead}",
-                       "events.export_timeout": "1s", "events.queue_size": 64})
+    d = make_daemon(
+        **{
+            "events.enabled": "true",
+            "events.endpoint": f"http://127.0.0.1:{dead}",
+            "events.export_timeout": "1s",
+            "events.queue_size": 64,
+        }
+    )
     started = time.monotonic()
     for n in range(3000):
         d.daemon.hub.publish(opened(n))
