@@ -176,3 +176,26 @@ def test_incident_message_has_the_contract_fields() -> None:
     assert incident["started_at"] == "2025-11-24T16:00:00.123456789Z"
     assert incident["trace_ids"] == ["5b8efff798038103d269b633813fc60c"]
     assert incident["evidence"]["observed"] == 0.42
+
+
+def test_direct_writes_only_while_nothing_is_queued() -> None:
+    """Once a message had to queue, later ones queue behind it: order is kept."""
+    hub = Hub(CollectorRegistry())
+    sub = hub.subscribe()
+    written: list[int] = []
+    backed_up = {3}
+
+    def direct(text: str) -> bool:
+        seq = json.loads(text)["seq"]
+        if seq in backed_up:
+            return False
+        written.append(seq)
+        return True
+
+    sub.direct = direct
+    for n in range(5):
+        hub.publish(opened(n))
+    assert written == [1, 2]
+    assert [m["seq"] for m in _drain(sub)] == [3, 4, 5]
+    hub.publish(opened(6))
+    assert written == [1, 2, 6]

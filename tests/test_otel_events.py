@@ -75,7 +75,7 @@ def test_incident_and_analysis_events_arrive_as_named_log_records(
         "spanwatch.analysis.started",
         "spanwatch.analysis.completed",
     ]
-    incident, started, completed = records
+    incident, _started, completed = records
     for record in records:
         assert record["_trace_id"] == "5b8efff798038103d269b633813fc60c"
         assert record["_span_id"] == "eee19b7ec3c1b174"

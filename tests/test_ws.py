@@ -246,17 +246,19 @@ def test_rating_over_the_websocket(daemon: RunningDaemon) -> None:
             replies += await receive(ws, 1)  # the broadcast
             return replies
 
-    missing, invalid, ok, recorded = asyncio.run(scenario())
+    missing, invalid, *last_two = asyncio.run(scenario())
+    by_type = {m["type"]: m for m in last_two}
+    ok, recorded = by_type["rate.ok"], by_type["rating.recorded"]
     assert (missing["type"], missing["status"], missing["request_id"]) == ("rate.error", 404, "1")
     assert "no analysis with id 'nope'" in missing["error"]
     assert (invalid["status"], invalid["request_id"]) == (400, "2")
     assert "rating must be 'good' or 'bad'" in invalid["error"]
-    assert ok["type"] == "rate.ok" and ok["rating"]["rating"] == "bad"
-    assert recorded["type"] == "rating.recorded" and recorded["seq"] == 4
+    assert ok["rating"]["rating"] == "bad" and ok["request_id"] == "3"
+    assert recorded["seq"] == 4
     assert recorded["rating"]["correction"] == "The database ran out of connections."
     assert recorded["stats"] == {"total": 1, "good": 0, "bad": 1, "corrected": 1}
-    # replies carry the seq the client has reached, never a new one
-    assert [r["seq"] for r in (missing, invalid, ok)] == [3, 3, 3]
+    # Replies carry the seq the client has reached, never a new one.
+    assert [missing["seq"], invalid["seq"], ok["seq"]] == [3, 3, 4]
 
 
 def test_a_client_that_never_reads_does_not_hold_up_fifty_others(

@@ -77,9 +77,16 @@ class Subscription:
         # Called once, on the loop, when the queue overflows: lets the connection stop a send
         # that is blocked on a client that does not read, instead of waiting for it.
         self.on_overflow: Callable[[], object] | None = None
+        # Writes a message straight to the connection when it is not backed up; False when it
+        # cannot (then the message waits in the queue). Used only while the queue is empty, so
+        # order is kept. This is the cheap path for fan-out to many subscribers.
+        self.direct: Callable[[str], bool] | None = None
 
     def _offer(self, entry: _Entry) -> None:
         if self.overflowed or not self._passes(entry):
+            return
+        if not self._queue and self.direct is not None and self.direct(entry.text):
+            self.last_seq = entry.seq
             return
         if len(self._queue) >= self._limit:
             self.overflowed = True

@@ -23,10 +23,11 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import structlog
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from spanwatch.config import BearerToken, ListenAddress
 from spanwatch.model import InvalidRating
@@ -165,6 +166,7 @@ class WebSocketServer:
             sender = asyncio.create_task(self._send_loop(connection, subscription))
             receiver = asyncio.create_task(self._receive_loop(connection, subscription))
             subscription.on_overflow = sender.cancel
+            subscription.direct = _direct_writer(connection)
             await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
             for task in (sender, receiver):
                 task.cancel()
@@ -235,6 +237,22 @@ class WebSocketServer:
                 "error": str(exc),
             }
         return {"type": "rate.ok", "request_id": request_id, "rating": rating}
+
+
+# Above this many unsent bytes a connection counts as backed up: messages queue instead.
+WRITE_HIGH_WATER = 64 * 1024
+
+
+def _direct_writer(connection: ServerConnection) -> Callable[[str], bool]:
+    def write(text: str) -> bool:
+        if connection.state is not State.OPEN:
+            return False
+        if connection.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
+            return False
+        broadcast((connection,), text)  # a synchronous write, no task switch
+        return True
+
+    return write
 
 
 def _response(status: HTTPStatus, body: bytes, content_type: str) -> Response:
