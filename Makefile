@@ -31,6 +31,7 @@ fmt: $(STAMP)
 
 bench: $(STAMP)  ## benchmarks; results under benchmarks/results/
 	$(PY) benchmarks/ingest.py
+	$(PY) benchmarks/fanout.py
 
 clean:
 	rm -rf $(VENV) spanwatch-data .pytest_cache .mypy_cache .ruff_cache
