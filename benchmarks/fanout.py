@@ -18,7 +18,6 @@ import json
 import multiprocessing
 import os
 import socket
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -40,7 +39,8 @@ async def serve(
 ) -> None:
     import psutil
     from prometheus_client import CollectorRegistry
-    from websockets.asyncio.server import broadcast, serve as ws_serve
+    from websockets.asyncio.server import broadcast
+    from websockets.asyncio.server import serve as ws_serve
 
     from spanwatch.config import Auth, BearerToken, ListenAddress
     from spanwatch.model import Event
