@@ -101,7 +101,7 @@ async def serve(
             )
 
     out.put("ready")
-    while connected() < subscribers:
+    while connected() < subscribers:  # noqa: ASYNC110 - polling a count in a harness
         await asyncio.sleep(0.05)
     await asyncio.sleep(0.5)
     proc = psutil.Process()
