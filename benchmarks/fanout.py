@@ -17,19 +17,10 @@ import asyncio
 import json
 import multiprocessing
 import os
-import socket
 import sys
 import time
-from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
+from _common import free_port, write_results
 
 # --- server ----------------------------------------------------------------------------------
 
@@ -222,18 +213,14 @@ def main() -> int:
         f"spanwatch / reference: CPU {ours['server_cpu_per_s'] / ref['server_cpu_per_s']:.2f}x, "
         f"p50 {ours['p50_ms'] / ref['p50_ms']:.2f}x, p99 {ours['p99_ms'] / ref['p99_ms']:.2f}x"
     )
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "fanout.json").write_text(
-        json.dumps(
-            {
-                "subscribers": args.subscribers,
-                "rate": args.rate,
-                "seconds": args.seconds,
-                "results": results,
-            },
-            indent=2,
-        )
-        + "\n"
+    write_results(
+        "fanout",
+        {
+            "subscribers": args.subscribers,
+            "rate": args.rate,
+            "seconds": args.seconds,
+            "results": results,
+        },
     )
     return 0
 

@@ -25,7 +25,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import grpc
 import psutil
@@ -36,9 +35,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
+from _common import RESULTS, free_port, write_results
+
 METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 SPANS_PER_REQUEST = 8192
-RESULTS = Path(__file__).parent / "results"
 
 
 def build_request(spans: int = SPANS_PER_REQUEST, seed: int = 7) -> bytes:
@@ -169,12 +169,6 @@ def client(target: str, body: bytes, requests: int, results: multiprocessing.Que
                 busy += 1
                 time.sleep(0.05)
     results.put((ok, busy))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_port(port: int, timeout: float = 30) -> None:
@@ -321,19 +315,15 @@ def main() -> int:
             f"{name:20s} {value:>22,.0f} {value / median['reference-parse']:>9.2f} "
             f"{value / median['reference-fields']:>10.2f}"
         )
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "ingest.json").write_text(
-        json.dumps(
-            {
-                "median_spans_per_cpu_s": median,
-                "rounds": figures,
-                "clients": args.clients,
-                "requests_per_client": args.requests,
-                "spans_per_request": SPANS_PER_REQUEST,
-            },
-            indent=2,
-        )
-        + "\n"
+    write_results(
+        "ingest",
+        {
+            "median_spans_per_cpu_s": median,
+            "rounds": figures,
+            "clients": args.clients,
+            "requests_per_client": args.requests,
+            "spans_per_request": SPANS_PER_REQUEST,
+        },
     )
     return 0
 

@@ -222,18 +222,11 @@ class WebSocketServer:
             return None
         try:
             rating = self._rate(message, f"ws:{connection.remote_address[0]}")
-        except InvalidRating as exc:
+        except (InvalidRating, UnknownAnalysis) as exc:
             return {
                 "type": "rate.error",
                 "request_id": request_id,
-                "status": 400,
-                "error": str(exc),
-            }
-        except UnknownAnalysis as exc:
-            return {
-                "type": "rate.error",
-                "request_id": request_id,
-                "status": 404,
+                "status": 404 if isinstance(exc, UnknownAnalysis) else 400,
                 "error": str(exc),
             }
         return {"type": "rate.ok", "request_id": request_id, "rating": rating}
