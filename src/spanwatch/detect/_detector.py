@@ -1,0 +1,492 @@
+"""The detector: span batches and watermarks in, incident events out. No I/O, no clock.
+
+``process(batch)`` files every span into its key's event-time window and closes the windows
+that the watermark (the latest span end, minus the allowed lateness) has passed;
+``advance(watermark)`` closes windows when no spans arrive. Closing a window judges every key
+against its baseline, finds each anomaly's root cause in the recent traces, groups anomalies
+that share a root cause into one incident, and opens, updates or resolves incidents.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections import Counter, OrderedDict, defaultdict
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from spanwatch.model import (
+    Event,
+    EventType,
+    Evidence,
+    Incident,
+    Operation,
+    Pattern,
+    Severity,
+    SpanBatch,
+    SpanKind,
+    StatusCode,
+)
+
+from ._keys import Key, KeyTable, template
+from ._settings import Settings
+from ._stats import Finding, KeyStats, WindowAcc
+
+_CLIENTS = (SpanKind.CLIENT, SpanKind.PRODUCER)
+_PRIORITY = {
+    Pattern.ERROR_BURST: 0, Pattern.LATENCY_SPIKE: 0, Pattern.TRAFFIC_DROP: 0,
+    Pattern.CASCADING_FAILURE: 0, Pattern.SLOW_DEPENDENCY: 1, Pattern.NEW_ERROR: 1,
+    Pattern.RETRY_STORM: 1, Pattern.LATENCY_DRIFT: 2,
+}
+
+
+class _Span(NamedTuple):
+    span_id: bytes
+    parent: bytes
+    key: Key
+    error: bool
+    duration: int
+    dependency: tuple[str, str]  # (name, operation) for calls to uninstrumented systems
+    window: int
+
+
+@dataclass(slots=True)
+class _Group:
+    root: Operation
+    is_dependency: bool
+    findings: list[tuple[Key, Finding]] = field(default_factory=list)
+    cascading: bool = False
+    trace_ids: list[bytes] = field(default_factory=list)
+    example_span: bytes = b""
+
+
+@dataclass(slots=True)
+class _Open:
+    incident: Incident
+    keys: set[Key]
+    last_window: int
+
+
+class Detector:
+    """Deterministic and picklable: the same input gives the same events, and a pickled
+    detector resumes exactly where it stopped."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = s = settings or Settings()
+        self._w = s.window_ns
+        self._rng = random.Random(s.seed)
+        self._keys = KeyTable(s.max_keys)
+        self._stats: dict[Key, KeyStats] = {}
+        self._windows: dict[int, dict[Key, WindowAcc]] = {}
+        self._closed = -1  # index of the last closed window; -1 before the first span
+        self.watermark_ns = 0
+        self._traces: OrderedDict[bytes, list[_Span]] = OrderedDict()
+        self._parents: dict[Key, set[Key]] = defaultdict(set)
+        self._known_errors: dict[str, set[str]] = defaultdict(set)
+        self._new_errors: dict[tuple[str, str], int] = {}  # (service, signature) -> first window
+        self._retry_ewma: dict[Key, float] = {}
+        self._windows_closed = 0
+        self._open: dict[Operation, _Open] = {}
+        self.late_spans = 0
+        self.dropped_keys = 0
+
+    # -- input -----------------------------------------------------------------------------
+
+    def process(self, batch: SpanBatch) -> list[Event]:
+        """File a batch of spans; returns the events of the windows it closed."""
+        w = self._w
+        keys, windows, traces, rng = self._keys, self._windows, self._traces, self._rng
+        settings = self.settings
+        cols = batch
+        watermark = self.watermark_ns
+        if self._closed < 0 and len(batch):
+            self._closed = min(cols.end_ns) // w - 1
+        closed = self._closed
+        for i in range(len(batch)):
+            end = cols.end_ns[i]
+            window = end // w
+            if window <= closed:
+                self.late_spans += 1
+                continue
+            kind = cols.kind[i]
+            service = cols.service[i]
+            key = Key(service, keys.operation_of(cols.name[i], cols.http_route[i], kind), kind)
+            evicted = keys.touch(key)
+            if evicted is not None:
+                self._forget(evicted)
+            error = cols.status_code[i] == StatusCode.ERROR
+            signature = ""
+            if error:
+                signature = cols.exception_type[i] or template(cols.status_message[i][:80])
+                signature = signature or "error"
+            duration = end - cols.start_ns[i]
+            trace_id, span_id = cols.trace_id[i], cols.span_id[i]
+            bucket = windows.get(window)
+            if bucket is None:
+                bucket = windows[window] = {}
+            acc = bucket.get(key)
+            if acc is None:
+                acc = bucket[key] = WindowAcc()
+            acc.add(duration, signature, trace_id, span_id, rng)
+            dependency = ("", "")
+            if kind in _CLIENTS:
+                target = cols.peer_service[i] or cols.server_address[i]
+                if target and (cols.db_system[i] or cols.messaging_system[i]
+                               or not cols.rpc_system[i]):
+                    dependency = (target, cols.db_operation[i] or key.operation)
+            spans = traces.get(trace_id)
+            if spans is None:
+                spans = traces[trace_id] = []
+                if len(traces) > settings.max_traces:
+                    traces.popitem(last=False)
+            if len(spans) < settings.max_spans_per_trace:
+                spans.append(_Span(span_id, cols.parent_span_id[i], key, error, duration,
+                                   dependency, window))
+            if end > watermark:
+                watermark = end
+        self.watermark_ns = watermark
+        return self._close_until(watermark)
+
+    def advance(self, watermark_ns: int) -> list[Event]:
+        """Move event time forward without spans (the daemon does this when traffic stops)."""
+        if watermark_ns > self.watermark_ns:
+            self.watermark_ns = watermark_ns
+        return self._close_until(self.watermark_ns)
+
+    def _forget(self, key: Key) -> None:
+        self.dropped_keys += 1
+        self._stats.pop(key, None)
+        self._parents.pop(key, None)
+        self._retry_ewma.pop(key, None)
+
+    # -- windows ---------------------------------------------------------------------------
+
+    def _close_until(self, watermark_ns: int) -> list[Event]:
+        if self._closed < 0:
+            return []
+        last = (watermark_ns - int(self.settings.lateness_s * 1e9)) // self._w - 1
+        events: list[Event] = []
+        if last - self._closed > 360:  # a long silence: judge its last hour only
+            self._closed = last - 360
+        while self._closed < last:
+            self._closed += 1
+            events += self._close(self._closed)
+        return events
+
+    def _close(self, window: int) -> list[Event]:
+        s = self.settings
+        accs = self._windows.pop(window, {})
+        for stale in [w for w in self._windows if w <= window]:
+            del self._windows[stale]
+        self._windows_closed += 1
+        window_traces = self._traces_in(window)
+        self._learn_edges(window_traces, window)
+        findings: dict[Key, list[Finding]] = {}
+        learning = self._windows_closed <= s.learn_windows
+        for key in set(self._stats) | set(accs):
+            stats = self._stats.get(key)
+            if stats is None:
+                stats = self._stats[key] = KeyStats(s.fast_epoch_windows, s.slow_epoch_windows)
+            acc = accs.get(key)
+            found = stats.judge(acc, stats.windows >= s.warmup_windows, s)
+            if acc is not None and acc.signatures:
+                found += self._new_error_findings(key, acc, window, learning)
+            if found:
+                findings[key] = found
+            stats.learn(acc, bool(found), s)
+        for key, finding in self._retry_findings(window_traces, accs):
+            findings.setdefault(key, []).append(finding)
+        groups = self._group(findings, accs)
+        total = sum(a.count for a in accs.values())
+        events = self._update_incidents(groups, window, total)
+        self._expire_traces(window)
+        return events
+
+    def _traces_in(self, window: int) -> list[list[_Span]]:
+        return [spans for spans in self._traces.values()
+                if spans and spans[-1].window >= window - 1
+                and any(sp.window == window for sp in spans)]
+
+    def _learn_edges(self, traces: list[list[_Span]], window: int) -> None:
+        for spans in traces:
+            by_id = {sp.span_id: sp for sp in spans}
+            for sp in spans:
+                if sp.window == window and sp.parent:
+                    parent = by_id.get(sp.parent)
+                    if parent is not None and parent.key != sp.key:
+                        parents = self._parents[sp.key]
+                        if len(parents) < 32:
+                            parents.add(parent.key)
+
+    def _expire_traces(self, window: int) -> None:
+        horizon = window - 6
+        traces = self._traces
+        while traces:
+            trace_id, spans = next(iter(traces.items()))
+            if spans and spans[-1].window > horizon:
+                break
+            traces.popitem(last=False)
+
+    def _new_error_findings(self, key: Key, acc: WindowAcc, window: int,
+                            learning: bool) -> list[Finding]:
+        known = self._known_errors[key.service]
+        out = []
+        for signature, count in acc.signatures.items():
+            if signature in known:
+                continue
+            if learning:
+                known.add(signature)
+                continue
+            first = self._new_errors.setdefault((key.service, signature), window)
+            if window - first >= self.settings.new_error_windows:
+                known.add(signature)  # it has been around long enough to be ordinary
+                del self._new_errors[(key.service, signature)]
+            elif count >= 2:
+                out.append(Finding("new_error", "new_error_count", float(count), 0.0, "spans",
+                                   float(count), count, signature=signature))
+        return out
+
+    def _retry_findings(self, traces: list[list[_Span]],
+                        accs: dict[Key, WindowAcc]) -> list[tuple[Key, Finding]]:
+        per_key: Counter[Key] = Counter()
+        retried: Counter[Key] = Counter()
+        worst: dict[Key, int] = {}
+        for spans in traces:
+            calls = Counter(sp.key for sp in spans if sp.key.kind in _CLIENTS)
+            for key, n in calls.items():
+                per_key[key] += 1
+                if n >= self.settings.retry_repeats:
+                    retried[key] += 1
+                    worst[key] = max(worst.get(key, 0), n)
+        out = []
+        for key, traces_with_key in per_key.items():
+            share = retried[key] / traces_with_key
+            baseline = self._retry_ewma.get(key, 0.0)
+            stats = self._stats.get(key)
+            warm = stats is not None and stats.windows >= self.settings.warmup_windows
+            if warm and retried[key] >= 3 and share >= 0.2 and baseline < 0.05:
+                out.append((key, Finding("retry", "calls_per_trace", float(worst[key]), 1.0,
+                                         "calls", float(worst[key]), retried[key])))
+            else:
+                self._retry_ewma[key] = 0.9 * baseline + 0.1 * share
+        return out
+
+    # -- root cause ------------------------------------------------------------------------
+
+    def _group(self, findings: dict[Key, list[Finding]],
+               accs: dict[Key, WindowAcc]) -> dict[Operation, _Group]:
+        groups: dict[Operation, _Group] = {}
+        dropping = {k for k, fs in findings.items() if any(f.family == "traffic" for f in fs)}
+        for key, found in findings.items():
+            acc = accs.get(key)
+            for finding in found:
+                root, is_dep, cascading, examples = self._root_cause(key, finding, acc, dropping)
+                group = groups.get(root)
+                if group is None:
+                    group = groups[root] = _Group(root, is_dep)
+                group.findings.append((key, finding))
+                group.cascading |= cascading
+                for trace_id, span_id in examples:
+                    if len(group.trace_ids) < 5 and trace_id not in group.trace_ids:
+                        group.trace_ids.append(trace_id)
+                        group.example_span = group.example_span or span_id
+        return groups
+
+    def _root_cause(
+        self, key: Key, finding: Finding, acc: WindowAcc | None, dropping: set[Key]
+    ) -> tuple[Operation, bool, bool, list[tuple[bytes, bytes]]]:
+        """(root, root is a dependency, errors cascaded through callers, example spans)."""
+        if finding.family == "traffic":
+            top = key
+            seen = {key}
+            while True:
+                up = [p for p in self._parents.get(top, ()) if p in dropping and p not in seen]
+                if not up:
+                    break
+                top = min(up)
+                seen.add(top)
+            return Operation(top.service, top.operation), False, False, []
+        if acc is None:
+            return Operation(key.service, key.operation), False, False, []
+        if finding.family == "latency":
+            examples = [(t, sp) for _, t, sp in sorted(acc.slowest, reverse=True)]
+            step = self._slow_child
+        else:
+            examples = acc.error_examples
+            step = self._failing_child
+        votes: Counter[tuple[Operation, bool]] = Counter()
+        cascades = 0
+        for trace_id, span_id in examples[:20]:
+            spans = self._traces.get(trace_id)
+            if not spans:
+                continue
+            by_id = {sp.span_id: sp for sp in spans}
+            children: dict[bytes, list[_Span]] = defaultdict(list)
+            for sp in spans:
+                children[sp.parent].append(sp)
+            span = by_id.get(span_id)
+            if span is None:
+                continue
+            while (child := step(span, children.get(span.span_id, []))) is not None:
+                span = child
+            if span.key.kind in _CLIENTS and span.dependency[0] and not children.get(span.span_id):
+                votes[(Operation(span.dependency[0], ""), True)] += 1
+            else:
+                votes[(Operation(span.key.service, span.key.operation), False)] += 1
+            if finding.family in ("errors", "new_error"):
+                services = set()
+                node: _Span | None = span
+                while node is not None:
+                    if node.error and node.key.kind in (SpanKind.SERVER, SpanKind.CONSUMER):
+                        services.add(node.key.service)
+                    node = by_id.get(node.parent)
+                cascades += len(services) >= 3
+        if not votes:
+            return Operation(key.service, key.operation), False, False, examples[:5]
+        (root, is_dep), _ = votes.most_common(1)[0]
+        return root, is_dep, cascades * 2 > sum(votes.values()), examples[:5]
+
+    @staticmethod
+    def _failing_child(span: _Span, children: list[_Span]) -> _Span | None:
+        failing = [c for c in children if c.error]
+        return max(failing, key=lambda c: c.duration) if failing else None
+
+    def _slow_child(self, span: _Span, children: list[_Span]) -> _Span | None:
+        best, best_ratio = None, 1.2
+        for child in children:
+            stats = self._stats.get(child.key)
+            if stats is None or stats.fast.count() < self.settings.min_latency_samples:
+                # no baseline: follow it only if it takes most of the parent's time
+                if child.duration > 0.8 * span.duration:
+                    return child
+                continue
+            ratio = child.duration / max(1.0, stats.fast.quantile(0.99))
+            if ratio > best_ratio:
+                best, best_ratio = child, ratio
+        return best
+
+    # -- incidents ---------------------------------------------------------------------------
+
+    def _pattern(self, group: _Group) -> Pattern:
+        families = {f.family for _, f in group.findings}
+        if "retry" in families:
+            return Pattern.RETRY_STORM
+        if "new_error" in families:
+            return Pattern.NEW_ERROR
+        if "errors" in families:
+            return Pattern.CASCADING_FAILURE if group.cascading else Pattern.ERROR_BURST
+        if "latency" in families:
+            if group.is_dependency:
+                return Pattern.SLOW_DEPENDENCY
+            if all(f.drift for _, f in group.findings if f.family == "latency"):
+                return Pattern.LATENCY_DRIFT
+            return Pattern.LATENCY_SPIKE
+        return Pattern.TRAFFIC_DROP
+
+    def _severity(self, pattern: Pattern, group: _Group, services: set[str],
+                  window_spans: int) -> Severity:
+        level = 2 + _PRIORITY[pattern]
+        big = any(
+            (f.family == "errors" and f.observed >= 0.25)
+            or (f.family == "latency" and f.magnitude >= 5)
+            or (f.family == "traffic" and f.magnitude >= 0.8)
+            or (f.family == "retry" and f.magnitude >= 5)
+            for _, f in group.findings
+        )
+        entry_hit = any(not self._parents.get(k) and k.is_entry_kind for k, _ in group.findings)
+        affected = sum(f.affected for _, f in group.findings)
+        level -= big
+        level -= entry_hit or len(services) >= 3
+        if window_spans and affected / window_spans < 0.01 and not entry_hit:
+            level += 1
+        return Severity(min(5, max(1, level)))
+
+    def _update_incidents(self, groups: dict[Operation, _Group], window: int,
+                          window_spans: int) -> list[Event]:
+        events: list[Event] = []
+        start_ns = window * self._w
+        end_ns = start_ns + self._w
+        for root, group in sorted(groups.items()):
+            keys = {k for k, _ in group.findings}
+            current = self._open.get(root)
+            if current is None:  # a symptom of an open incident joins it
+                current = next((o for o in self._open.values() if o.keys & keys), None)
+            services = {k.service for k in keys} | ({root.service} if not group.is_dependency
+                                                    else set())
+            pattern = self._pattern(group)
+            severity = self._severity(pattern, group, services, window_spans)
+            root_op = root
+            if group.is_dependency:
+                ops = Counter(k.operation for k in keys if k.kind in _CLIENTS)
+                dep_ops = [op.split(" ")[0] for op, _ in ops.most_common()]
+                root_op = Operation(root.service, dep_ops[0] if dep_ops else "")
+            key, finding = max(group.findings, key=lambda kf: kf[1].affected)
+            if current is None:
+                digest = hashlib.sha1(
+                    f"{pattern}|{root.service}|{root.operation}|{start_ns}".encode()
+                ).hexdigest()[:16]
+                streak = self._stats[key].low_streak[1] if finding.family == "traffic" else 0
+                started = start_ns
+                if streak and self._stats[key].count_ewma:
+                    started = end_ns - int(streak / self._stats[key].count_ewma) * self._w
+                incident = Incident(
+                    id=f"inc-{digest}", severity=severity, pattern=pattern,
+                    service=key.service, operation=key.operation, root_cause=root_op,
+                    started_at_ns=started, detected_at_ns=end_ns,
+                    evidence=Evidence(finding.metric, round(finding.observed, 6),
+                                      round(finding.baseline, 6), finding.unit),
+                    summary=_summary(pattern, root_op, finding),
+                    trace_ids=tuple(group.trace_ids), example_span_id=group.example_span,
+                    services=tuple(sorted(services)),
+                )
+                self._open[root] = _Open(incident, keys, window)
+                events.append(Event.incident(EventType.INCIDENT_OPENED, incident))
+                continue
+            current.last_window = window
+            current.keys |= keys
+            old = current.incident
+            merged = tuple(sorted(set(old.services) | services))
+            if severity < old.severity or merged != old.services:
+                current.incident = _replace(
+                    old, severity=min(severity, old.severity), services=merged,
+                    evidence=Evidence(finding.metric, round(finding.observed, 6),
+                                      round(finding.baseline, 6), finding.unit),
+                )
+                events.append(Event.incident(EventType.INCIDENT_UPDATED, current.incident))
+        for root, current in list(self._open.items()):
+            if window - current.last_window >= self.settings.quiet_windows:
+                resolved = _replace(current.incident,
+                                    resolved_at_ns=(current.last_window + 1) * self._w)
+                del self._open[root]
+                events.append(Event.incident(EventType.INCIDENT_RESOLVED, resolved))
+        return events
+
+    @property
+    def open_incidents(self) -> list[Incident]:
+        return [o.incident for o in self._open.values()]
+
+    @property
+    def tracked_keys(self) -> int:
+        return len(self._keys)
+
+
+def _replace(incident: Incident, **changes: object) -> Incident:
+    from dataclasses import replace
+
+    return replace(incident, **changes)  # type: ignore[arg-type]
+
+
+def _summary(pattern: Pattern, root: Operation, finding: Finding) -> str:
+    where = f"{root.service} {root.operation}".strip()
+    if finding.family == "errors":
+        return (f"{pattern.value.replace('_', ' ')} at {where}: error rate "
+                f"{finding.observed:.0%} (baseline {finding.baseline:.1%})")
+    if finding.family == "latency":
+        return (f"{pattern.value.replace('_', ' ')} at {where}: median "
+                f"{finding.observed:.1f} ms (baseline {finding.baseline:.1f} ms)")
+    if finding.family == "traffic":
+        return (f"traffic drop at {where}: {finding.observed:.0f} spans per window "
+                f"(expected {finding.baseline:.0f})")
+    if finding.family == "new_error":
+        return f"new error at {where}: {finding.signature} ({finding.affected} times)"
+    return f"retry storm at {where}: up to {finding.observed:.0f} calls per trace"

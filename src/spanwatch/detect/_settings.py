@@ -1,0 +1,34 @@
+"""The detector's knobs. Defaults suit 10-second windows of ordinary service traffic."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    window_s: float = 10.0  # event-time window
+    lateness_s: float = 5.0  # how late a span may arrive before its window closes
+    warmup_windows: int = 12  # windows of traffic a key needs before it can alert
+    learn_windows: int = 30  # windows during which every error signature is learned as known
+    new_error_windows: int = 60  # how long a new signature stays "new"
+    quiet_windows: int = 6  # windows without the anomaly before an incident resolves
+    max_keys: int = 50_000  # tracked (service, operation, kind) keys; LRU past it
+    max_traces: int = 20_000  # recent traces kept for trace-level analysis
+    max_spans_per_trace: int = 512
+    p_value: float = 1e-6  # how unlikely under the baseline a finding must be
+    min_errors: int = 4
+    min_error_rate: float = 0.005  # floor of the baseline error rate
+    min_slow: int = 3  # slow spans needed for a latency finding
+    min_latency_samples: int = 100  # baseline samples before latency is judged
+    min_expected_count: float = 3.0  # spans per window expected before drops are judged
+    drop_ratio: float = 0.3  # observed/expected at or below which traffic has dropped
+    rate_alpha: float = 0.1  # EWMA weight of a window in rate baselines
+    fast_epoch_windows: int = 60  # latency baseline epoch (two epochs are kept)
+    slow_epoch_windows: int = 360  # the slow baseline that drift is judged against
+    retry_repeats: int = 3  # calls to the same operation in one trace that count as retries
+    seed: int = 0
+
+    @property
+    def window_ns(self) -> int:
+        return int(self.window_s * 1e9)

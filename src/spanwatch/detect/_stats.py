@@ -1,0 +1,224 @@
+"""Per-key window statistics, baselines and the significance tests on them.
+
+Baselines learn only from windows that were not judged anomalous, so a fault never becomes the
+new normal while it lasts. Rates follow slow exponentially weighted averages (ordinary daily
+swings are slow next to a 10-second window); latency lives in DDSketch quantile sketches
+rotated in epochs, so the baseline follows gradual change without forgetting at once.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+from ddsketch import DDSketch
+
+from ._settings import Settings
+
+SKETCH_ACCURACY = 0.05
+RESERVOIR = 256
+
+
+def chernoff_upper(k: int, n: int, p: float) -> float:
+    """An upper bound on P(X ≥ k) for X ~ Binomial(n, p); 1 when k/n ≤ p."""
+    if n <= 0 or k <= 0:
+        return 1.0
+    q = k / n
+    if q <= p:
+        return 1.0
+    if q >= 1.0:
+        return p**n
+    kl = q * math.log(q / p) + (1 - q) * math.log((1 - q) / (1 - p))
+    return math.exp(-n * kl)
+
+
+def poisson_lower(observed: float, expected: float) -> float:
+    """An upper bound on P(X ≤ observed) for X ~ Poisson(expected); 1 when observed ≥ expected."""
+    if observed >= expected:
+        return 1.0
+    if observed <= 0:
+        return math.exp(-expected)
+    return math.exp(-expected + observed - observed * math.log(observed / expected))
+
+
+@dataclass(slots=True)
+class WindowAcc:
+    """What one key did in one window."""
+
+    count: int = 0
+    errors: int = 0
+    durations: list[int] = field(default_factory=list)
+    signatures: Counter[str] = field(default_factory=Counter)
+    examples: list[tuple[bytes, bytes]] = field(default_factory=list)
+    error_examples: list[tuple[bytes, bytes]] = field(default_factory=list)
+    slowest: list[tuple[int, bytes, bytes]] = field(default_factory=list)  # (duration, trace, span)
+
+    def add(self, duration: int, error_signature: str, trace_id: bytes, span_id: bytes,
+            rng: random.Random) -> None:
+        self.count += 1
+        if len(self.durations) < RESERVOIR:
+            self.durations.append(duration)
+        else:  # reservoir sampling keeps a fair sample of a busy window
+            j = rng.randrange(self.count)
+            if j < RESERVOIR:
+                self.durations[j] = duration
+        if len(self.examples) < 5:
+            self.examples.append((trace_id, span_id))
+        slowest = self.slowest
+        if len(slowest) < 8:
+            heapq.heappush(slowest, (duration, trace_id, span_id))
+        elif duration > slowest[0][0]:
+            heapq.heapreplace(slowest, (duration, trace_id, span_id))
+        if error_signature:
+            self.errors += 1
+            self.signatures[error_signature] += 1
+            if len(self.error_examples) < 20:
+                self.error_examples.append((trace_id, span_id))
+
+
+def _median(values: list[int]) -> float:
+    ordered = sorted(values)
+    return float(ordered[len(ordered) // 2]) if ordered else 0.0
+
+
+class Sketches:
+    """Two DDSketch epochs: the baseline is their union; the older one is dropped each epoch."""
+
+    __slots__ = ("current", "epoch_windows", "previous", "windows")
+
+    def __init__(self, epoch_windows: int) -> None:
+        self.current = DDSketch(SKETCH_ACCURACY)
+        self.previous: DDSketch | None = None
+        self.windows = 0
+        self.epoch_windows = epoch_windows
+
+    def learn(self, durations: list[int]) -> None:
+        for d in durations:
+            self.current.add(float(d))
+        self.windows += 1
+        if self.windows >= self.epoch_windows:
+            self.previous, self.current = self.current, DDSketch(SKETCH_ACCURACY)
+            self.windows = 0
+
+    def count(self) -> float:
+        return float(self.current.count + (self.previous.count if self.previous else 0))
+
+    def quantile(self, q: float) -> float:
+        if self.previous is None:
+            value = self.current.get_quantile_value(q)
+        elif self.current.count < 50:
+            value = self.previous.get_quantile_value(q)
+        else:
+            merged = DDSketch(SKETCH_ACCURACY)
+            merged.merge(self.previous)
+            merged.merge(self.current)
+            value = merged.get_quantile_value(q)
+        return float(value or 0.0)
+
+
+@dataclass(slots=True)
+class Finding:
+    """One anomaly of one key in one window, before grouping by root cause."""
+
+    family: str  # "errors", "latency", "traffic", "new_error", "retry"
+    metric: str
+    observed: float
+    baseline: float
+    unit: str
+    magnitude: float  # how far from normal, >1 (ratio) for severity
+    affected: int  # spans showing it
+    drift: bool = False
+    signature: str = ""
+
+
+class KeyStats:
+    """Everything learned about one key."""
+
+    __slots__ = (
+        "count_ewma", "drift_ring", "err_k", "err_n", "fast", "low_streak", "slow", "windows",
+    )
+
+    def __init__(self, fast_epoch: int, slow_epoch: int) -> None:
+        self.windows = 0  # windows with traffic seen (warm-up)
+        self.count_ewma = 0.0
+        self.err_k = 0.0
+        self.err_n = 0.0
+        self.fast = Sketches(fast_epoch)
+        self.slow = Sketches(slow_epoch)
+        self.low_streak: list[float] = [0.0, 0.0]  # observed, expected over a low-traffic run
+        self.drift_ring: deque[tuple[int, int, float]] = deque(maxlen=18)
+
+    def error_rate(self) -> float:
+        return self.err_k / self.err_n if self.err_n else 0.0
+
+    def judge(self, acc: WindowAcc | None, warm: bool, settings: Settings) -> list[Finding]:
+        """Findings for this key's window (``acc`` None: no spans this window)."""
+        findings: list[Finding] = []
+        n = acc.count if acc else 0
+        if not warm:
+            return findings
+        # --- traffic: a run of windows far below the expected count
+        expected = self.count_ewma
+        if expected >= settings.min_expected_count:
+            if n < 0.5 * expected:
+                self.low_streak[0] += n
+                self.low_streak[1] += expected
+                obs, exp = self.low_streak
+                if obs <= settings.drop_ratio * exp and poisson_lower(obs, exp) < settings.p_value:
+                    findings.append(Finding("traffic", "requests_per_window", float(n), expected,
+                                            "spans", 1 - obs / exp, int(exp - obs)))
+            else:
+                self.low_streak = [0.0, 0.0]
+        if acc is None or n == 0:
+            return findings
+        # --- errors
+        p0 = max(settings.min_error_rate, self.error_rate())
+        k = acc.errors
+        if (k >= settings.min_errors and k / n >= max(0.05, 4 * p0)
+                and chernoff_upper(k, n, p0) < settings.p_value):
+            findings.append(Finding("errors", "error_rate", k / n, self.error_rate(), "ratio",
+                                    (k / n) / p0, k))
+        # --- latency
+        if self.fast.count() >= settings.min_latency_samples:
+            p99 = self.fast.quantile(0.99)
+            p50 = self.fast.quantile(0.5)
+            durations = acc.durations
+            m = len(durations)
+            above = sum(1 for d in durations if d > 1.2 * p99)
+            median = _median(durations)
+            if (above >= settings.min_slow and above / m >= 0.2
+                    and chernoff_upper(above, m, 0.02) < settings.p_value):
+                findings.append(Finding("latency", "p50_latency_ms", median / 1e6, p50 / 1e6, "ms",
+                                        median / max(p50, 1.0), round(above * n / m)))
+            elif self.slow.count() >= settings.min_latency_samples:
+                slow_p75 = self.slow.quantile(0.75)
+                slow_p50 = self.slow.quantile(0.5)
+                self.drift_ring.append((m, sum(1 for d in durations if d > slow_p75), median))
+                total = sum(r[0] for r in self.drift_ring)
+                high = sum(r[1] for r in self.drift_ring)
+                recent = [r[2] for r in list(self.drift_ring)[-6:]]
+                if (len(self.drift_ring) >= 6 and high / total >= 0.6
+                        and chernoff_upper(high, total, 0.3) < settings.p_value
+                        and min(recent) > 1.25 * slow_p50):
+                    findings.append(Finding("latency", "p50_latency_ms", median / 1e6,
+                                            slow_p50 / 1e6, "ms", median / max(slow_p50, 1.0),
+                                            high, drift=True))
+        return findings
+
+    def learn(self, acc: WindowAcc | None, anomalous: bool, settings: Settings) -> None:
+        """Fold a window into the baseline, unless it was anomalous."""
+        n = acc.count if acc else 0
+        if n:
+            self.windows += 1
+        if anomalous:
+            return
+        a = settings.rate_alpha
+        self.count_ewma = n if self.windows <= 1 else (1 - a) * self.count_ewma + a * n
+        self.err_k = (1 - a / 4) * self.err_k + (acc.errors if acc else 0)
+        self.err_n = (1 - a / 4) * self.err_n + n
+        if acc and acc.durations:
+            self.fast.learn(acc.durations)
+            self.slow.learn(acc.durations)
