@@ -56,6 +56,7 @@ class _Group:
     is_dependency: bool
     findings: list[tuple[Key, Finding]] = field(default_factory=list)
     cascading: bool = False
+    dependency_ops: Counter[str] = field(default_factory=Counter)
     trace_ids: list[bytes] = field(default_factory=list)
     example_span: bytes = b""
 
@@ -281,9 +282,14 @@ class Detector:
             acc = accs.get(key)
             for finding in found:
                 root, is_dep, cascading, examples = self._root_cause(key, finding, acc, dropping)
+                dependency_op = ""
+                if is_dep:  # one incident per dependency, whatever operations were slow
+                    root, dependency_op = Operation(root.service, ""), root.operation
                 group = groups.get(root)
                 if group is None:
                     group = groups[root] = _Group(root, is_dep)
+                if dependency_op:
+                    group.dependency_ops[dependency_op] += 1
                 group.findings.append((key, finding))
                 group.cascading |= cascading
                 for trace_id, span_id in examples:
@@ -330,7 +336,8 @@ class Detector:
             while (child := step(span, children.get(span.span_id, []))) is not None:
                 span = child
             if span.key.kind in _CLIENTS and span.dependency[0] and not children.get(span.span_id):
-                votes[(Operation(span.dependency[0], ""), True)] += 1
+                name, operation = span.dependency
+                votes[(Operation(name, operation.split(" ")[0]), True)] += 1
             else:
                 votes[(Operation(span.key.service, span.key.operation), False)] += 1
             if finding.family in ("errors", "new_error"):
@@ -352,29 +359,35 @@ class Detector:
         return max(failing, key=lambda c: c.duration) if failing else None
 
     def _slow_child(self, span: _Span, children: list[_Span]) -> _Span | None:
-        best, best_ratio = None, 1.2
+        """The child whose own extra time explains most of this span's extra time."""
+        stats = self._stats.get(span.key)
+        ready = self.settings.min_latency_samples
+        excess = span.duration - (stats.quantiles()[0] if stats and stats.fast.count() >= ready
+                                  else 0)
+        best, best_excess = None, 0.5 * excess
         for child in children:
-            stats = self._stats.get(child.key)
-            if stats is None or stats.fast.count() < self.settings.min_latency_samples:
-                # no baseline: follow it only if it takes most of the parent's time
-                if child.duration > 0.8 * span.duration:
-                    return child
+            child_stats = self._stats.get(child.key)
+            if child_stats is None or child_stats.fast.count() < ready:
                 continue
-            ratio = child.duration / max(1.0, stats.fast.quantile(0.99))
-            if ratio > best_ratio:
-                best, best_ratio = child, ratio
+            child_excess = child.duration - child_stats.quantiles()[0]
+            if child_excess > best_excess:
+                best, best_excess = child, child_excess
         return best
 
     # -- incidents ---------------------------------------------------------------------------
 
     def _pattern(self, group: _Group) -> Pattern:
         families = {f.family for _, f in group.findings}
+        # The more specific explanation wins: retries explain the errors they cause, and a
+        # failure spreading through callers is a bigger story than a new error type.
         if "retry" in families:
             return Pattern.RETRY_STORM
+        if group.cascading:
+            return Pattern.CASCADING_FAILURE
         if "new_error" in families:
             return Pattern.NEW_ERROR
         if "errors" in families:
-            return Pattern.CASCADING_FAILURE if group.cascading else Pattern.ERROR_BURST
+            return Pattern.ERROR_BURST
         if "latency" in families:
             if group.is_dependency:
                 return Pattern.SLOW_DEPENDENCY
@@ -406,20 +419,19 @@ class Detector:
         events: list[Event] = []
         start_ns = window * self._w
         end_ns = start_ns + self._w
-        for root, group in sorted(groups.items()):
+        for root, group in sorted(groups.items(), key=lambda rg: (rg[0].service, rg[0].operation)):
             keys = {k for k, _ in group.findings}
             current = self._open.get(root)
-            if current is None:  # a symptom of an open incident joins it
-                current = next((o for o in self._open.values() if o.keys & keys), None)
+            if current is None:  # a symptom in a caller of an open incident joins it
+                current = next((o for o in self._open.values()
+                                if keys & (o.keys | self._ancestors(o.keys))), None)
             services = {k.service for k in keys} | ({root.service} if not group.is_dependency
                                                     else set())
             pattern = self._pattern(group)
             severity = self._severity(pattern, group, services, window_spans)
             root_op = root
-            if group.is_dependency:
-                ops = Counter(k.operation for k in keys if k.kind in _CLIENTS)
-                dep_ops = [op.split(" ")[0] for op, _ in ops.most_common()]
-                root_op = Operation(root.service, dep_ops[0] if dep_ops else "")
+            if group.is_dependency and group.dependency_ops:
+                root_op = Operation(root.service, group.dependency_ops.most_common(1)[0][0])
             key, finding = max(group.findings, key=lambda kf: kf[1].affected)
             if current is None:
                 digest = hashlib.sha1(
@@ -460,6 +472,17 @@ class Detector:
                 del self._open[root]
                 events.append(Event.incident(EventType.INCIDENT_RESOLVED, resolved))
         return events
+
+    def _ancestors(self, keys: set[Key], limit: int = 256) -> set[Key]:
+        """Every key that calls one of ``keys``, directly or not (bounded)."""
+        seen: set[Key] = set()
+        todo = list(keys)
+        while todo and len(seen) < limit:
+            for parent in self._parents.get(todo.pop(), ()):
+                if parent not in seen:
+                    seen.add(parent)
+                    todo.append(parent)
+        return seen
 
     @property
     def open_incidents(self) -> list[Incident]:

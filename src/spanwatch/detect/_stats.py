@@ -138,7 +138,8 @@ class KeyStats:
     """Everything learned about one key."""
 
     __slots__ = (
-        "count_ewma", "drift_ring", "err_k", "err_n", "fast", "low_streak", "slow", "windows",
+        "_quantiles", "count_ewma", "drift_ring", "err_k", "err_n", "fast", "low_streak", "slow",
+        "windows",
     )
 
     def __init__(self, fast_epoch: int, slow_epoch: int) -> None:
@@ -150,6 +151,13 @@ class KeyStats:
         self.slow = Sketches(slow_epoch)
         self.low_streak: list[float] = [0.0, 0.0]  # observed, expected over a low-traffic run
         self.drift_ring: deque[tuple[int, int, float]] = deque(maxlen=18)
+        self._quantiles: tuple[float, float] | None = None
+
+    def quantiles(self) -> tuple[float, float]:
+        """(p50, p99) of the latency baseline, computed once per change."""
+        if self._quantiles is None:
+            self._quantiles = (self.fast.quantile(0.5), self.fast.quantile(0.99))
+        return self._quantiles
 
     def error_rate(self) -> float:
         return self.err_k / self.err_n if self.err_n else 0.0
@@ -183,8 +191,7 @@ class KeyStats:
                                     (k / n) / p0, k))
         # --- latency
         if self.fast.count() >= settings.min_latency_samples:
-            p99 = self.fast.quantile(0.99)
-            p50 = self.fast.quantile(0.5)
+            p50, p99 = self.quantiles()
             durations = acc.durations
             m = len(durations)
             above = sum(1 for d in durations if d > 1.2 * p99)
@@ -220,5 +227,6 @@ class KeyStats:
         self.err_k = (1 - a / 4) * self.err_k + (acc.errors if acc else 0)
         self.err_n = (1 - a / 4) * self.err_n + n
         if acc and acc.durations:
+            self._quantiles = None
             self.fast.learn(acc.durations)
             self.slow.learn(acc.durations)
