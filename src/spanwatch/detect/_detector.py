@@ -30,7 +30,7 @@ from spanwatch.model import (
 
 from ._keys import Key, KeyTable, template
 from ._settings import Settings
-from ._stats import Finding, KeyStats, WindowAcc
+from ._stats import Finding, KeyStats, WindowAcc, chernoff_upper
 
 _CLIENTS = (SpanKind.CLIENT, SpanKind.PRODUCER)
 _PRIORITY = {
@@ -231,9 +231,11 @@ class Detector:
     def _new_error_findings(self, key: Key, acc: WindowAcc, window: int,
                             learning: bool) -> list[Finding]:
         known = self._known_errors[key.service]
+        stats = self._stats.get(key)
+        baseline_rate = stats.error_rate() if stats is not None else 0.0
         out = []
         for signature, count in acc.signatures.items():
-            if signature in known:
+            if signature in known or self._common_elsewhere(signature, key.service):
                 continue
             if learning:
                 known.add(signature)
@@ -242,10 +244,18 @@ class Detector:
             if window - first >= self.settings.new_error_windows:
                 known.add(signature)  # it has been around long enough to be ordinary
                 del self._new_errors[(key.service, signature)]
-            elif count >= 2:
+            elif count >= 3 and chernoff_upper(
+                count, acc.count, max(self.settings.min_error_rate, baseline_rate)
+            ) < self.settings.p_value:
                 out.append(Finding("new_error", "new_error_count", float(count), 0.0, "spans",
                                    float(count), count, signature=signature))
         return out
+
+    def _common_elsewhere(self, signature: str, service: str) -> bool:
+        """A generic failure (a transport status many services raise) is not a new error."""
+        others = sum(1 for svc, known in self._known_errors.items()
+                     if svc != service and signature in known)
+        return others >= 2
 
     def _retry_findings(self, traces: list[list[_Span]],
                         accs: dict[Key, WindowAcc]) -> list[tuple[Key, Finding]]:
@@ -253,8 +263,12 @@ class Detector:
         retried: Counter[Key] = Counter()
         worst: dict[Key, int] = {}
         for spans in traces:
-            calls = Counter(sp.key for sp in spans if sp.key.kind in _CLIENTS)
-            for key, n in calls.items():
+            # A retry is one caller span making the same call again and again.
+            calls = Counter((sp.parent, sp.key) for sp in spans if sp.key.kind in _CLIENTS)
+            repeats: dict[Key, int] = {}
+            for (_, key), n in calls.items():
+                repeats[key] = max(repeats.get(key, 0), n)
+            for key, n in repeats.items():
                 per_key[key] += 1
                 if n >= self.settings.retry_repeats:
                     retried[key] += 1
