@@ -128,15 +128,17 @@ class Report:
 
 
 def run_detector(sim: Simulator, seconds: float, settings: Settings | None = None) -> list[Opened]:
+    """Incidents a fresh detector opens on the simulated traffic, as last updated."""
     detector = Detector(settings)
-    opened = []
+    incidents: dict[str, Opened] = {}
     for batch in sim.batches(seconds):
         for event in detector.process(batch):
-            if event.type == "incident.opened":
+            if event.type in ("incident.opened", "incident.updated"):
                 inc = event.fields["incident"]
                 root = (inc["root_cause"]["service"], inc["root_cause"]["operation"])
-                opened.append(Opened(inc["pattern"], root, _parse_ns(inc["detected_at"])))
-    return opened
+                incidents[inc["id"]] = Opened(inc["pattern"], root,
+                                              _parse_ns(inc["detected_at"]))
+    return list(incidents.values())
 
 
 def _parse_ns(stamp: str) -> int:

@@ -33,6 +33,13 @@ from ._settings import Settings
 from ._stats import Finding, KeyStats, WindowAcc, chernoff_upper
 
 _CLIENTS = (SpanKind.CLIENT, SpanKind.PRODUCER)
+# Lower is more specific: an open incident takes a more specific pattern when evidence for it
+# arrives (e.g. errors first, then the retries behind them).
+_SPECIFICITY = {
+    Pattern.RETRY_STORM: 0, Pattern.CASCADING_FAILURE: 1, Pattern.SLOW_DEPENDENCY: 1,
+    Pattern.NEW_ERROR: 2, Pattern.LATENCY_SPIKE: 3, Pattern.LATENCY_DRIFT: 3,
+    Pattern.ERROR_BURST: 4, Pattern.TRAFFIC_DROP: 5,
+}
 _PRIORITY = {
     Pattern.ERROR_BURST: 0, Pattern.LATENCY_SPIKE: 0, Pattern.TRAFFIC_DROP: 0,
     Pattern.CASCADING_FAILURE: 0, Pattern.SLOW_DEPENDENCY: 1, Pattern.NEW_ERROR: 1,
@@ -436,6 +443,7 @@ class Detector:
         for root, group in sorted(groups.items(), key=lambda rg: (rg[0].service, rg[0].operation)):
             keys = {k for k, _ in group.findings}
             current = self._open.get(root)
+            same_root = current is not None
             if current is None:  # a symptom in a caller of an open incident joins it
                 current = next((o for o in self._open.values()
                                 if keys & (o.keys | self._ancestors(o.keys))), None)
@@ -472,9 +480,13 @@ class Detector:
             current.keys |= keys
             old = current.incident
             merged = tuple(sorted(set(old.services) | services))
-            if severity < old.severity or merged != old.services:
+            # Only evidence about the incident's own root cause refines its pattern.
+            refined = same_root and _SPECIFICITY[pattern] < _SPECIFICITY[old.pattern]
+            if severity < old.severity or merged != old.services or refined:
                 current.incident = _replace(
                     old, severity=min(severity, old.severity), services=merged,
+                    pattern=pattern if refined else old.pattern,
+                    summary=_summary(pattern, old.root_cause, finding) if refined else old.summary,
                     evidence=Evidence(finding.metric, round(finding.observed, 6),
                                       round(finding.baseline, 6), finding.unit),
                 )
