@@ -27,25 +27,42 @@ GRACE_NS = 120 * NS
 
 # Several targets per pattern, picked by seed, across the topology's depth and protocols.
 TARGETS: dict[Pattern, list[tuple[str, str, float]]] = {
-    Pattern.ERROR_BURST: [("payments", "POST /v1/charges", 0.4),
-                          ("catalog", "GET /api/products", 0.3),
-                          ("inventory", "/Inventory/Reserve", 0.5)],
-    Pattern.LATENCY_SPIKE: [("inventory", "/Inventory/Reserve", 8.0),
-                            ("catalog", "GET /api/products/{id}", 6.0),
-                            ("payments", "POST /v1/charges", 10.0)],
-    Pattern.TRAFFIC_DROP: [("frontend", "POST /checkout", 0.95),
-                           ("frontend", "GET /product/{id}", 0.9)],
-    Pattern.CASCADING_FAILURE: [("inventory", "/Inventory/Reserve", 0.6),
-                                ("catalog", "GET /api/products", 0.6)],
-    Pattern.SLOW_DEPENDENCY: [("orders-db", "", 8.0), ("session-cache", "", 20.0),
-                              ("inventory-db", "", 10.0)],
-    Pattern.NEW_ERROR: [("cart", "GET /api/cart/{id}", 1.0),
-                        ("payments", "POST /v1/charges", 1.0),
-                        ("recommend", "/Recommend/List", 1.0)],
-    Pattern.RETRY_STORM: [("inventory", "/Inventory/Reserve", 5.0),
-                          ("cart", "GET /api/cart/{id}", 5.0)],
-    Pattern.LATENCY_DRIFT: [("catalog", "GET /api/products", 3.0),
-                            ("recommend", "/Recommend/List", 3.0)],
+    Pattern.ERROR_BURST: [
+        ("payments", "POST /v1/charges", 0.4),
+        ("catalog", "GET /api/products", 0.3),
+        ("inventory", "/Inventory/Reserve", 0.5),
+    ],
+    Pattern.LATENCY_SPIKE: [
+        ("inventory", "/Inventory/Reserve", 8.0),
+        ("catalog", "GET /api/products/{id}", 6.0),
+        ("payments", "POST /v1/charges", 10.0),
+    ],
+    Pattern.TRAFFIC_DROP: [
+        ("frontend", "POST /checkout", 0.95),
+        ("frontend", "GET /product/{id}", 0.9),
+    ],
+    Pattern.CASCADING_FAILURE: [
+        ("inventory", "/Inventory/Reserve", 0.6),
+        ("catalog", "GET /api/products", 0.6),
+    ],
+    Pattern.SLOW_DEPENDENCY: [
+        ("orders-db", "", 8.0),
+        ("session-cache", "", 20.0),
+        ("inventory-db", "", 10.0),
+    ],
+    Pattern.NEW_ERROR: [
+        ("cart", "GET /api/cart/{id}", 1.0),
+        ("payments", "POST /v1/charges", 1.0),
+        ("recommend", "/Recommend/List", 1.0),
+    ],
+    Pattern.RETRY_STORM: [
+        ("inventory", "/Inventory/Reserve", 5.0),
+        ("cart", "GET /api/cart/{id}", 5.0),
+    ],
+    Pattern.LATENCY_DRIFT: [
+        ("catalog", "GET /api/products", 3.0),
+        ("recommend", "/Recommend/List", 3.0),
+    ],
 }
 DURATIONS = {Pattern.LATENCY_DRIFT: 600.0}
 
@@ -75,17 +92,19 @@ class Report:
     false_alarms: int
 
     def rows(self) -> list[dict[str, object]]:
-        out = []
+        out: list[dict[str, object]] = []
         for pattern, sc in self.patterns.items():
-            out.append({
-                "pattern": pattern.value,
-                "runs": sc.runs,
-                "recall": sc.detected / sc.runs if sc.runs else 0.0,
-                "median_delay_s": statistics.median(sc.delays_s) if sc.delays_s else None,
-                "precision": sc.matched / sc.incidents if sc.incidents else 1.0,
-                "root_cause_accuracy": sc.root_ok / sc.detected if sc.detected else 0.0,
-                "pattern_accuracy": sc.pattern_ok / sc.detected if sc.detected else 0.0,
-            })
+            out.append(
+                {
+                    "pattern": pattern.value,
+                    "runs": sc.runs,
+                    "recall": sc.detected / sc.runs if sc.runs else 0.0,
+                    "median_delay_s": statistics.median(sc.delays_s) if sc.delays_s else None,
+                    "precision": sc.matched / sc.incidents if sc.incidents else 1.0,
+                    "root_cause_accuracy": sc.root_ok / sc.detected if sc.detected else 0.0,
+                    "pattern_accuracy": sc.pattern_ok / sc.detected if sc.detected else 0.0,
+                }
+            )
         return out
 
     def totals(self) -> dict[str, float]:
@@ -100,8 +119,9 @@ class Report:
             "median_delay_s": statistics.median(delays) if delays else float("nan"),
             "root_cause_accuracy": sum(s.root_ok for s in scores) / detected if detected else 0,
             "pattern_accuracy": sum(s.pattern_ok for s in scores) / detected if detected else 0,
-            "false_alarms_per_healthy_hour": (self.false_alarms / self.healthy_hours
-                                              if self.healthy_hours else 0.0),
+            "false_alarms_per_healthy_hour": (
+                self.false_alarms / self.healthy_hours if self.healthy_hours else 0.0
+            ),
         }
 
     def table(self) -> str:
@@ -122,8 +142,10 @@ class Report:
             f"{t['median_delay_s']:>7.0f} {t['precision']:>9.2f} {t['root_cause_accuracy']:>7.2f} "
             f"{t['pattern_accuracy']:>10.2f}"
         )
-        lines.append(f"healthy: {self.healthy_hours:.1f} simulated hours, {self.false_alarms} "
-                     f"incidents, {t['false_alarms_per_healthy_hour']:.2f} per hour")
+        lines.append(
+            f"healthy: {self.healthy_hours:.1f} simulated hours, {self.false_alarms} "
+            f"incidents, {t['false_alarms_per_healthy_hour']:.2f} per hour"
+        )
         return "\n".join(lines)
 
 
@@ -136,8 +158,7 @@ def run_detector(sim: Simulator, seconds: float, settings: Settings | None = Non
             if event.type in ("incident.opened", "incident.updated"):
                 inc = event.fields["incident"]
                 root = (inc["root_cause"]["service"], inc["root_cause"]["operation"])
-                incidents[inc["id"]] = Opened(inc["pattern"], root,
-                                              _parse_ns(inc["detected_at"]))
+                incidents[inc["id"]] = Opened(inc["pattern"], root, _parse_ns(inc["detected_at"]))
     return list(incidents.values())
 
 
@@ -160,8 +181,12 @@ def _root_ok(opened: Opened, label: Label) -> bool:
     return opened.root == (label.root_cause.service, label.root_cause.operation)
 
 
-def evaluate(seeds: Iterable[int], patterns: Iterable[Pattern] | None = None,
-             healthy_seconds: float = 7200.0, rate: float = 20.0) -> Report:
+def evaluate(
+    seeds: Iterable[int],
+    patterns: Iterable[Pattern] | None = None,
+    healthy_seconds: float = 7200.0,
+    rate: float = 20.0,
+) -> Report:
     seeds = list(seeds)
     scores: dict[Pattern, PatternScore] = {}
     for pattern in patterns or list(Pattern):

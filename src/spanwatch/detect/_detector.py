@@ -10,7 +10,6 @@ that share a root cause into one incident, and opens, updates or resolves incide
 from __future__ import annotations
 
 import hashlib
-import random
 from collections import Counter, OrderedDict, defaultdict
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -36,14 +35,24 @@ _CLIENTS = (SpanKind.CLIENT, SpanKind.PRODUCER)
 # Lower is more specific: an open incident takes a more specific pattern when evidence for it
 # arrives (e.g. errors first, then the retries behind them).
 _SPECIFICITY = {
-    Pattern.RETRY_STORM: 0, Pattern.CASCADING_FAILURE: 1, Pattern.SLOW_DEPENDENCY: 1,
-    Pattern.NEW_ERROR: 2, Pattern.LATENCY_SPIKE: 3, Pattern.LATENCY_DRIFT: 3,
-    Pattern.ERROR_BURST: 4, Pattern.TRAFFIC_DROP: 5,
+    Pattern.RETRY_STORM: 0,
+    Pattern.CASCADING_FAILURE: 1,
+    Pattern.SLOW_DEPENDENCY: 1,
+    Pattern.NEW_ERROR: 2,
+    Pattern.LATENCY_SPIKE: 3,
+    Pattern.LATENCY_DRIFT: 3,
+    Pattern.ERROR_BURST: 4,
+    Pattern.TRAFFIC_DROP: 5,
 }
 _PRIORITY = {
-    Pattern.ERROR_BURST: 0, Pattern.LATENCY_SPIKE: 0, Pattern.TRAFFIC_DROP: 0,
-    Pattern.CASCADING_FAILURE: 0, Pattern.SLOW_DEPENDENCY: 1, Pattern.NEW_ERROR: 1,
-    Pattern.RETRY_STORM: 1, Pattern.LATENCY_DRIFT: 2,
+    Pattern.ERROR_BURST: 0,
+    Pattern.LATENCY_SPIKE: 0,
+    Pattern.TRAFFIC_DROP: 0,
+    Pattern.CASCADING_FAILURE: 0,
+    Pattern.SLOW_DEPENDENCY: 1,
+    Pattern.NEW_ERROR: 1,
+    Pattern.RETRY_STORM: 1,
+    Pattern.LATENCY_DRIFT: 2,
 }
 
 
@@ -82,7 +91,6 @@ class Detector:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = s = settings or Settings()
         self._w = s.window_ns
-        self._rng = random.Random(s.seed)
         self._keys = KeyTable(s.max_keys)
         self._stats: dict[Key, KeyStats] = {}
         self._windows: dict[int, dict[Key, WindowAcc]] = {}
@@ -101,24 +109,40 @@ class Detector:
     # -- input -----------------------------------------------------------------------------
 
     def process(self, batch: SpanBatch) -> list[Event]:
-        """File a batch of spans; returns the events of the windows it closed."""
+        """File a batch of spans; returns the events of the windows it closed.
+
+        Spans are taken in end-time order and a window closes as soon as the watermark passes
+        it, so the same spans give the same events however they are batched.
+        """
         w = self._w
-        keys, windows, traces, rng = self._keys, self._windows, self._traces, self._rng
+        lateness = int(self.settings.lateness_s * 1e9)
+        keys, windows, traces = self._keys, self._windows, self._traces
         settings = self.settings
         cols = batch
+        ends = cols.end_ns
+        n = len(ends)
+        order: range | list[int] = range(n)
+        if any(ends[i] > ends[i + 1] for i in range(n - 1)):
+            order = sorted(order, key=ends.__getitem__)
         watermark = self.watermark_ns
-        if self._closed < 0 and len(batch):
-            self._closed = min(cols.end_ns) // w - 1
-        closed = self._closed
-        for i in range(len(batch)):
-            end = cols.end_ns[i]
+        if self._closed < 0 and n:
+            self._closed = min(ends) // w - 1
+        events: list[Event] = []
+        for i in order:
+            end = ends[i]
+            if end > watermark:
+                watermark = end
+                if (watermark - lateness) // w - 1 > self._closed:
+                    self.watermark_ns = watermark
+                    events += self._close_until(watermark)
             window = end // w
-            if window <= closed:
+            if window <= self._closed:
                 self.late_spans += 1
                 continue
             kind = cols.kind[i]
-            service = cols.service[i]
-            key = Key(service, keys.operation_of(cols.name[i], cols.http_route[i], kind), kind)
+            key = Key(
+                cols.service[i], keys.operation_of(cols.name[i], cols.http_route[i], kind), kind
+            )
             evicted = keys.touch(key)
             if evicted is not None:
                 self._forget(evicted)
@@ -135,12 +159,13 @@ class Detector:
             acc = bucket.get(key)
             if acc is None:
                 acc = bucket[key] = WindowAcc()
-            acc.add(duration, signature, trace_id, span_id, rng)
+            acc.add(duration, signature, trace_id, span_id)
             dependency = ("", "")
             if kind in _CLIENTS:
                 target = cols.peer_service[i] or cols.server_address[i]
-                if target and (cols.db_system[i] or cols.messaging_system[i]
-                               or not cols.rpc_system[i]):
+                if target and (
+                    cols.db_system[i] or cols.messaging_system[i] or not cols.rpc_system[i]
+                ):
                     dependency = (target, cols.db_operation[i] or key.operation)
             spans = traces.get(trace_id)
             if spans is None:
@@ -148,12 +173,11 @@ class Detector:
                 if len(traces) > settings.max_traces:
                     traces.popitem(last=False)
             if len(spans) < settings.max_spans_per_trace:
-                spans.append(_Span(span_id, cols.parent_span_id[i], key, error, duration,
-                                   dependency, window))
-            if end > watermark:
-                watermark = end
+                spans.append(
+                    _Span(span_id, cols.parent_span_id[i], key, error, duration, dependency, window)
+                )
         self.watermark_ns = watermark
-        return self._close_until(watermark)
+        return events + self._close_until(watermark)
 
     def advance(self, watermark_ns: int) -> list[Event]:
         """Move event time forward without spans (the daemon does this when traffic stops)."""
@@ -164,6 +188,8 @@ class Detector:
     def _forget(self, key: Key) -> None:
         self.dropped_keys += 1
         self._stats.pop(key, None)
+        for bucket in self._windows.values():
+            bucket.pop(key, None)
         self._parents.pop(key, None)
         self._retry_ewma.pop(key, None)
 
@@ -211,9 +237,11 @@ class Detector:
         return events
 
     def _traces_in(self, window: int) -> list[list[_Span]]:
-        return [spans for spans in self._traces.values()
-                if spans and spans[-1].window >= window - 1
-                and any(sp.window == window for sp in spans)]
+        return [
+            spans
+            for spans in self._traces.values()
+            if spans and spans[-1].window >= window - 1 and any(sp.window == window for sp in spans)
+        ]
 
     def _learn_edges(self, traces: list[list[_Span]], window: int) -> None:
         for spans in traces:
@@ -230,13 +258,14 @@ class Detector:
         horizon = window - 6
         traces = self._traces
         while traces:
-            trace_id, spans = next(iter(traces.items()))
+            spans = next(iter(traces.values()))
             if spans and spans[-1].window > horizon:
                 break
             traces.popitem(last=False)
 
-    def _new_error_findings(self, key: Key, acc: WindowAcc, window: int,
-                            learning: bool) -> list[Finding]:
+    def _new_error_findings(
+        self, key: Key, acc: WindowAcc, window: int, learning: bool
+    ) -> list[Finding]:
         known = self._known_errors[key.service]
         stats = self._stats.get(key)
         baseline_rate = stats.error_rate() if stats is not None else 0.0
@@ -251,21 +280,37 @@ class Detector:
             if window - first >= self.settings.new_error_windows:
                 known.add(signature)  # it has been around long enough to be ordinary
                 del self._new_errors[(key.service, signature)]
-            elif count >= 3 and chernoff_upper(
-                count, acc.count, max(self.settings.min_error_rate, baseline_rate)
-            ) < self.settings.p_value:
-                out.append(Finding("new_error", "new_error_count", float(count), 0.0, "spans",
-                                   float(count), count, signature=signature))
+            elif (
+                count >= 3
+                and chernoff_upper(
+                    count, acc.count, max(self.settings.min_error_rate, baseline_rate)
+                )
+                < self.settings.p_value
+            ):
+                out.append(
+                    Finding(
+                        "new_error",
+                        "new_error_count",
+                        float(count),
+                        0.0,
+                        "spans",
+                        float(count),
+                        count,
+                        signature=signature,
+                    )
+                )
         return out
 
     def _common_elsewhere(self, signature: str, service: str) -> bool:
         """A generic failure (a transport status many services raise) is not a new error."""
-        others = sum(1 for svc, known in self._known_errors.items()
-                     if svc != service and signature in known)
+        others = sum(
+            1 for svc, known in self._known_errors.items() if svc != service and signature in known
+        )
         return others >= 2
 
-    def _retry_findings(self, traces: list[list[_Span]],
-                        accs: dict[Key, WindowAcc]) -> list[tuple[Key, Finding]]:
+    def _retry_findings(
+        self, traces: list[list[_Span]], accs: dict[Key, WindowAcc]
+    ) -> list[tuple[Key, Finding]]:
         per_key: Counter[Key] = Counter()
         retried: Counter[Key] = Counter()
         worst: dict[Key, int] = {}
@@ -287,16 +332,29 @@ class Detector:
             stats = self._stats.get(key)
             warm = stats is not None and stats.windows >= self.settings.warmup_windows
             if warm and retried[key] >= 3 and share >= 0.2 and baseline < 0.05:
-                out.append((key, Finding("retry", "calls_per_trace", float(worst[key]), 1.0,
-                                         "calls", float(worst[key]), retried[key])))
+                out.append(
+                    (
+                        key,
+                        Finding(
+                            "retry",
+                            "calls_per_trace",
+                            float(worst[key]),
+                            1.0,
+                            "calls",
+                            float(worst[key]),
+                            retried[key],
+                        ),
+                    )
+                )
             else:
                 self._retry_ewma[key] = 0.9 * baseline + 0.1 * share
         return out
 
     # -- root cause ------------------------------------------------------------------------
 
-    def _group(self, findings: dict[Key, list[Finding]],
-               accs: dict[Key, WindowAcc]) -> dict[Operation, _Group]:
+    def _group(
+        self, findings: dict[Key, list[Finding]], accs: dict[Key, WindowAcc]
+    ) -> dict[Operation, _Group]:
         groups: dict[Operation, _Group] = {}
         dropping = {k for k, fs in findings.items() if any(f.family == "traffic" for f in fs)}
         for key, found in findings.items():
@@ -339,7 +397,7 @@ class Detector:
             examples = [(t, sp) for _, t, sp in sorted(acc.slowest, reverse=True)]
             step = self._slow_child
         else:
-            examples = acc.error_examples
+            examples = acc.example_ids(errors=True)
             step = self._failing_child
         votes: Counter[tuple[Operation, bool]] = Counter()
         cascades = 0
@@ -383,8 +441,9 @@ class Detector:
         """The child whose own extra time explains most of this span's extra time."""
         stats = self._stats.get(span.key)
         ready = self.settings.min_latency_samples
-        excess = span.duration - (stats.quantiles()[0] if stats and stats.fast.count() >= ready
-                                  else 0)
+        excess = span.duration - (
+            stats.quantiles()[0] if stats and stats.fast.count() >= ready else 0
+        )
         best, best_excess = None, 0.5 * excess
         for child in children:
             child_stats = self._stats.get(child.key)
@@ -417,8 +476,9 @@ class Detector:
             return Pattern.LATENCY_SPIKE
         return Pattern.TRAFFIC_DROP
 
-    def _severity(self, pattern: Pattern, group: _Group, services: set[str],
-                  window_spans: int) -> Severity:
+    def _severity(
+        self, pattern: Pattern, group: _Group, services: set[str], window_spans: int
+    ) -> Severity:
         level = 2 + _PRIORITY[pattern]
         big = any(
             (f.family == "errors" and f.observed >= 0.25)
@@ -435,8 +495,9 @@ class Detector:
             level += 1
         return Severity(min(5, max(1, level)))
 
-    def _update_incidents(self, groups: dict[Operation, _Group], window: int,
-                          window_spans: int) -> list[Event]:
+    def _update_incidents(
+        self, groups: dict[Operation, _Group], window: int, window_spans: int
+    ) -> list[Event]:
         events: list[Event] = []
         start_ns = window * self._w
         end_ns = start_ns + self._w
@@ -445,10 +506,13 @@ class Detector:
             current = self._open.get(root)
             same_root = current is not None
             if current is None:  # a symptom in a caller of an open incident joins it
-                current = next((o for o in self._open.values()
-                                if keys & (o.keys | self._ancestors(o.keys))), None)
-            services = {k.service for k in keys} | ({root.service} if not group.is_dependency
-                                                    else set())
+                current = next(
+                    (o for o in self._open.values() if keys & (o.keys | self._ancestors(o.keys))),
+                    None,
+                )
+            services = {k.service for k in keys} | (
+                {root.service} if not group.is_dependency else set()
+            )
             pattern = self._pattern(group)
             severity = self._severity(pattern, group, services, window_spans)
             root_op = root
@@ -464,13 +528,23 @@ class Detector:
                 if streak and self._stats[key].count_ewma:
                     started = end_ns - int(streak / self._stats[key].count_ewma) * self._w
                 incident = Incident(
-                    id=f"inc-{digest}", severity=severity, pattern=pattern,
-                    service=key.service, operation=key.operation, root_cause=root_op,
-                    started_at_ns=started, detected_at_ns=end_ns,
-                    evidence=Evidence(finding.metric, round(finding.observed, 6),
-                                      round(finding.baseline, 6), finding.unit),
+                    id=f"inc-{digest}",
+                    severity=severity,
+                    pattern=pattern,
+                    service=key.service,
+                    operation=key.operation,
+                    root_cause=root_op,
+                    started_at_ns=started,
+                    detected_at_ns=end_ns,
+                    evidence=Evidence(
+                        finding.metric,
+                        round(finding.observed, 6),
+                        round(finding.baseline, 6),
+                        finding.unit,
+                    ),
                     summary=_summary(pattern, root_op, finding),
-                    trace_ids=tuple(group.trace_ids), example_span_id=group.example_span,
+                    trace_ids=tuple(group.trace_ids),
+                    example_span_id=group.example_span,
                     services=tuple(sorted(services)),
                 )
                 self._open[root] = _Open(incident, keys, window)
@@ -484,17 +558,24 @@ class Detector:
             refined = same_root and _SPECIFICITY[pattern] < _SPECIFICITY[old.pattern]
             if severity < old.severity or merged != old.services or refined:
                 current.incident = _replace(
-                    old, severity=min(severity, old.severity), services=merged,
+                    old,
+                    severity=min(severity, old.severity),
+                    services=merged,
                     pattern=pattern if refined else old.pattern,
                     summary=_summary(pattern, old.root_cause, finding) if refined else old.summary,
-                    evidence=Evidence(finding.metric, round(finding.observed, 6),
-                                      round(finding.baseline, 6), finding.unit),
+                    evidence=Evidence(
+                        finding.metric,
+                        round(finding.observed, 6),
+                        round(finding.baseline, 6),
+                        finding.unit,
+                    ),
                 )
                 events.append(Event.incident(EventType.INCIDENT_UPDATED, current.incident))
         for root, current in list(self._open.items()):
             if window - current.last_window >= self.settings.quiet_windows:
-                resolved = _replace(current.incident,
-                                    resolved_at_ns=(current.last_window + 1) * self._w)
+                resolved = _replace(
+                    current.incident, resolved_at_ns=(current.last_window + 1) * self._w
+                )
                 del self._open[root]
                 events.append(Event.incident(EventType.INCIDENT_RESOLVED, resolved))
         return events
@@ -528,14 +609,20 @@ def _replace(incident: Incident, **changes: object) -> Incident:
 def _summary(pattern: Pattern, root: Operation, finding: Finding) -> str:
     where = f"{root.service} {root.operation}".strip()
     if finding.family == "errors":
-        return (f"{pattern.value.replace('_', ' ')} at {where}: error rate "
-                f"{finding.observed:.0%} (baseline {finding.baseline:.1%})")
+        return (
+            f"{pattern.value.replace('_', ' ')} at {where}: error rate "
+            f"{finding.observed:.0%} (baseline {finding.baseline:.1%})"
+        )
     if finding.family == "latency":
-        return (f"{pattern.value.replace('_', ' ')} at {where}: median "
-                f"{finding.observed:.1f} ms (baseline {finding.baseline:.1f} ms)")
+        return (
+            f"{pattern.value.replace('_', ' ')} at {where}: median "
+            f"{finding.observed:.1f} ms (baseline {finding.baseline:.1f} ms)"
+        )
     if finding.family == "traffic":
-        return (f"traffic drop at {where}: {finding.observed:.0f} spans per window "
-                f"(expected {finding.baseline:.0f})")
+        return (
+            f"traffic drop at {where}: {finding.observed:.0f} spans per window "
+            f"(expected {finding.baseline:.0f})"
+        )
     if finding.family == "new_error":
         return f"new error at {where}: {finding.signature} ({finding.affected} times)"
     return f"retry storm at {where}: up to {finding.observed:.0f} calls per trace"

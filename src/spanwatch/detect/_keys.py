@@ -8,9 +8,7 @@ from typing import NamedTuple
 
 from spanwatch.model import SpanKind
 
-_UUID = re.compile(
-    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-)
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _HEX = re.compile(r"\b[0-9a-fA-F]{8,}\b")
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")
 _NUMBER = re.compile(r"(?<![A-Za-z])\d+(?:\.\d+)*(?![A-Za-z])")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import heapq
 import math
-import random
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
@@ -46,37 +45,57 @@ def poisson_lower(observed: float, expected: float) -> float:
 
 @dataclass(slots=True)
 class WindowAcc:
-    """What one key did in one window."""
+    """What one key did in one window.
+
+    Samples are chosen by span id (the smallest ids win), not by arrival order, so the same
+    spans give the same window whatever order or batching they came in.
+    """
 
     count: int = 0
     errors: int = 0
-    durations: list[int] = field(default_factory=list)
+    # bottom-k sample of durations: a max-heap of (-rank, duration) on the span id's rank
+    sample: list[tuple[int, int]] = field(default_factory=list)
     signatures: Counter[str] = field(default_factory=Counter)
-    examples: list[tuple[bytes, bytes]] = field(default_factory=list)
+    examples: list[tuple[bytes, bytes]] = field(default_factory=list)  # (span, trace) by span id
     error_examples: list[tuple[bytes, bytes]] = field(default_factory=list)
     slowest: list[tuple[int, bytes, bytes]] = field(default_factory=list)  # (duration, trace, span)
 
-    def add(self, duration: int, error_signature: str, trace_id: bytes, span_id: bytes,
-            rng: random.Random) -> None:
+    @property
+    def durations(self) -> list[int]:
+        return [d for _, d in self.sample]
+
+    def add(self, duration: int, error_signature: str, trace_id: bytes, span_id: bytes) -> None:
         self.count += 1
-        if len(self.durations) < RESERVOIR:
-            self.durations.append(duration)
-        else:  # reservoir sampling keeps a fair sample of a busy window
-            j = rng.randrange(self.count)
-            if j < RESERVOIR:
-                self.durations[j] = duration
-        if len(self.examples) < 5:
-            self.examples.append((trace_id, span_id))
+        rank = int.from_bytes(span_id, "big")
+        sample = self.sample
+        if len(sample) < RESERVOIR:
+            heapq.heappush(sample, (-rank, duration))
+        elif -rank > sample[0][0]:
+            heapq.heapreplace(sample, (-rank, duration))
+        _keep_smallest(self.examples, (span_id, trace_id), 5)
         slowest = self.slowest
         if len(slowest) < 8:
             heapq.heappush(slowest, (duration, trace_id, span_id))
-        elif duration > slowest[0][0]:
+        elif (duration, trace_id, span_id) > slowest[0]:
             heapq.heapreplace(slowest, (duration, trace_id, span_id))
         if error_signature:
             self.errors += 1
             self.signatures[error_signature] += 1
-            if len(self.error_examples) < 20:
-                self.error_examples.append((trace_id, span_id))
+            _keep_smallest(self.error_examples, (span_id, trace_id), 20)
+
+    def example_ids(self, errors: bool = False) -> list[tuple[bytes, bytes]]:
+        """(trace id, span id) pairs, in span id order."""
+        chosen = self.error_examples if errors else self.examples
+        return [(trace, span) for span, trace in sorted(chosen)]
+
+
+def _keep_smallest(items: list[tuple[bytes, bytes]], item: tuple[bytes, bytes], limit: int) -> None:
+    if len(items) < limit:
+        items.append(item)
+        return
+    largest = max(items)
+    if item < largest:
+        items[items.index(largest)] = item
 
 
 def _median(values: list[int]) -> float:
@@ -138,7 +157,14 @@ class KeyStats:
     """Everything learned about one key."""
 
     __slots__ = (
-        "_quantiles", "count_ewma", "drift_ring", "err_k", "err_n", "fast", "low_streak", "slow",
+        "_quantiles",
+        "count_ewma",
+        "drift_ring",
+        "err_k",
+        "err_n",
+        "fast",
+        "low_streak",
+        "slow",
         "windows",
     )
 
@@ -176,8 +202,17 @@ class KeyStats:
                 self.low_streak[1] += expected
                 obs, exp = self.low_streak
                 if obs <= settings.drop_ratio * exp and poisson_lower(obs, exp) < settings.p_value:
-                    findings.append(Finding("traffic", "requests_per_window", float(n), expected,
-                                            "spans", 1 - obs / exp, int(exp - obs)))
+                    findings.append(
+                        Finding(
+                            "traffic",
+                            "requests_per_window",
+                            float(n),
+                            expected,
+                            "spans",
+                            1 - obs / exp,
+                            int(exp - obs),
+                        )
+                    )
             else:
                 self.low_streak = [0.0, 0.0]
         if acc is None or n == 0:
@@ -185,10 +220,14 @@ class KeyStats:
         # --- errors
         p0 = max(settings.min_error_rate, self.error_rate())
         k = acc.errors
-        if (k >= settings.min_errors and k / n >= max(0.05, 4 * p0)
-                and chernoff_upper(k, n, p0) < settings.p_value):
-            findings.append(Finding("errors", "error_rate", k / n, self.error_rate(), "ratio",
-                                    (k / n) / p0, k))
+        if (
+            k >= settings.min_errors
+            and k / n >= max(0.05, 4 * p0)
+            and chernoff_upper(k, n, p0) < settings.p_value
+        ):
+            findings.append(
+                Finding("errors", "error_rate", k / n, self.error_rate(), "ratio", (k / n) / p0, k)
+            )
         # --- latency
         if self.fast.count() >= settings.min_latency_samples:
             p50, p99 = self.quantiles()
@@ -196,10 +235,22 @@ class KeyStats:
             m = len(durations)
             above = sum(1 for d in durations if d > 1.2 * p99)
             median = _median(durations)
-            if (above >= settings.min_slow and above / m >= 0.2
-                    and chernoff_upper(above, m, 0.02) < settings.p_value):
-                findings.append(Finding("latency", "p50_latency_ms", median / 1e6, p50 / 1e6, "ms",
-                                        median / max(p50, 1.0), round(above * n / m)))
+            if (
+                above >= settings.min_slow
+                and above / m >= 0.2
+                and chernoff_upper(above, m, 0.02) < settings.p_value
+            ):
+                findings.append(
+                    Finding(
+                        "latency",
+                        "p50_latency_ms",
+                        median / 1e6,
+                        p50 / 1e6,
+                        "ms",
+                        median / max(p50, 1.0),
+                        round(above * n / m),
+                    )
+                )
             elif self.slow.count() >= settings.min_latency_samples:
                 slow_p75 = self.slow.quantile(0.75)
                 slow_p50 = self.slow.quantile(0.5)
@@ -207,12 +258,24 @@ class KeyStats:
                 total = sum(r[0] for r in self.drift_ring)
                 high = sum(r[1] for r in self.drift_ring)
                 recent = [r[2] for r in list(self.drift_ring)[-6:]]
-                if (len(self.drift_ring) >= 6 and high / total >= 0.6
-                        and chernoff_upper(high, total, 0.3) < settings.p_value
-                        and min(recent) > 1.25 * slow_p50):
-                    findings.append(Finding("latency", "p50_latency_ms", median / 1e6,
-                                            slow_p50 / 1e6, "ms", median / max(slow_p50, 1.0),
-                                            high, drift=True))
+                if (
+                    len(self.drift_ring) >= 6
+                    and high / total >= 0.6
+                    and chernoff_upper(high, total, 0.3) < settings.p_value
+                    and min(recent) > 1.25 * slow_p50
+                ):
+                    findings.append(
+                        Finding(
+                            "latency",
+                            "p50_latency_ms",
+                            median / 1e6,
+                            slow_p50 / 1e6,
+                            "ms",
+                            median / max(slow_p50, 1.0),
+                            high,
+                            drift=True,
+                        )
+                    )
         return findings
 
     def learn(self, acc: WindowAcc | None, anomalous: bool, settings: Settings) -> None:

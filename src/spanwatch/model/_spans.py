@@ -114,14 +114,15 @@ class SpanBatch:
         return len(self.span_id)
 
     def row(self, i: int) -> Span:
-        return Span(**{f.name: getattr(self, f.name)[i] for f in fields(self)})
+        return Span(*(getattr(self, name)[i] for name in _FIELDS))
 
     def rows(self) -> list[Span]:
-        return [self.row(i) for i in range(len(self))]
+        columns = [getattr(self, name) for name in _FIELDS]
+        return [Span(*values) for values in zip(*columns, strict=True)]
 
     def append(self, span: Span) -> None:
-        for f in fields(self):
-            getattr(self, f.name).append(getattr(span, f.name))
+        for name in _FIELDS:
+            getattr(self, name).append(getattr(span, name))
 
     @classmethod
     def from_spans(cls, spans: list[Span]) -> SpanBatch:
@@ -135,4 +136,9 @@ class SpanBatch:
         return max(self.end_ns, default=0)
 
     def columns(self) -> dict[str, list[Any]]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {name: getattr(self, name) for name in _FIELDS}
+
+
+# Span and SpanBatch list the same fields in the same order.
+_FIELDS = tuple(f.name for f in fields(Span))
+assert tuple(f.name for f in fields(SpanBatch)) == _FIELDS
