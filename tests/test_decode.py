@@ -217,3 +217,17 @@ def test_decoding_does_not_mutate_the_request() -> None:
     before = req.SerializeToString()
     decode_request(req)
     assert req.SerializeToString() == before
+
+
+def test_encode_then_decode_is_the_identity() -> None:
+    """A simulated batch encoded to OTLP decodes back to the same spans."""
+    from spanwatch.otlp import encode_batch
+    from spanwatch.sim import Simulator
+
+    (batch,) = list(Simulator(seed=1, rate=50).batches(1))
+    request = parse_protobuf(encode_batch(batch).SerializeToString())
+    result = decode_request(request)
+    assert result.refused == 0
+    assert sorted(result.batch.rows(), key=lambda s: s.span_id) == sorted(
+        batch.rows(), key=lambda s: s.span_id
+    )

@@ -75,7 +75,7 @@ def test_incidents_tokens_and_a_bad_rating_with_correction(
         hub.publish(token)
         expected = "".join(t.fields["text"] for t in tokens[: i + 1])
         page.wait_for_function(
-            "([sel, want]) => document.querySelector(sel).textContent === want",
+            "([sel, want]) => document.querySelector(sel)?.textContent === want",
             arg=['[data-analysis-id="a1"] .analysis-text', expected],
         )
     assert page.locator('[data-analysis-id="a1"] .analysis-text b').count() == 0

@@ -15,7 +15,18 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from ._auth import BearerToken
-from ._schema import LLM, Analysis, Auth, Config, Events, Log, Publish, Receiver, Storage
+from ._schema import (
+    LLM,
+    Analysis,
+    Auth,
+    Config,
+    Detector,
+    Events,
+    Log,
+    Publish,
+    Receiver,
+    Storage,
+)
 from ._types import ListenAddress, format_duration, parse_duration, parse_size
 
 __all__ = [
@@ -25,6 +36,7 @@ __all__ = [
     "BearerToken",
     "Config",
     "ConfigError",
+    "Detector",
     "Events",
     "ListenAddress",
     "Log",

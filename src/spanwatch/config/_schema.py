@@ -62,6 +62,18 @@ class Storage(_Section):
     data_dir: Path = Path("spanwatch-data")
 
 
+class Detector(_Section):
+    """The streaming detector (event-time windows, baselines, incidents)."""
+
+    window: Duration = 10.0
+    lateness: Duration = 5.0
+    warmup_windows: int = Field(default=12, ge=1)
+    quiet_windows: int = Field(default=6, ge=1)
+    max_keys: int = Field(default=50_000, ge=100)
+    max_traces: int = Field(default=20_000, ge=100)
+    snapshot_interval: Duration = 60.0
+
+
 class Analysis(_Section):
     """The LLM write-up stage: which incidents, and how they are batched."""
 
@@ -116,6 +128,7 @@ class Config(_Section):
     receiver: Receiver = Field(default_factory=Receiver)
     publish: Publish = Field(default_factory=Publish)
     events: Events = Field(default_factory=Events)
+    detector: Detector = Field(default_factory=Detector)
     storage: Storage = Field(default_factory=Storage)
     analysis: Analysis = Field(default_factory=Analysis)
     llm: LLM = Field(default_factory=LLM)

@@ -1,8 +1,9 @@
 """Wiring and lifecycle: start order, health, metrics, graceful shutdown.
 
-Start: data dir → pipeline → gRPC → HTTP → WebSocket, then READY=1. Stop: STOPPING=1 → not
-ready → refuse new requests and finish in-flight ones → drain the pipeline (its last events
-still reach subscribers) → close WebSockets → flush OTel events → exit 0.
+Start: data dir → detector (restored from its snapshot) → pipeline → gRPC → HTTP → WebSocket,
+then READY=1. Stop: STOPPING=1 → not ready → refuse new requests and finish in-flight ones →
+drain the pipeline (its last events still reach subscribers) → snapshot the detector → close
+WebSockets → flush OTel events → exit 0.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from spanwatch.config import BearerToken, Config, ListenAddress
+from spanwatch.detect import Settings as DetectorSettings
 from spanwatch.otlp import GrpcReceiver, HttpReceiver, Ingest, ReceiverMetrics, auth_middleware
 from spanwatch.publish import Hub, OtelEvents, RatingDesk, WebSocketServer, events_enabled
 
 from . import _systemd
+from ._detection import DetectionStage
 from ._pipeline import Pipeline, Stage
 
 log = structlog.get_logger("spanwatch.daemon")
@@ -34,11 +37,28 @@ class Daemon:
         self.config = config
         self.registry = CollectorRegistry()
         self.token = BearerToken(config.auth)
-        self.pipeline = Pipeline(config.receiver.queue_spans, list(stages or []), self.registry)
-        metrics = ReceiverMetrics(self.registry)
-        self.ingest = Ingest(self.pipeline.offer, metrics, config.receiver.retry_after)
         pub = config.publish
         self.hub = Hub(self.registry, pub.replay_ring, pub.subscriber_queue)
+        det = config.detector
+        self.detection = DetectionStage(
+            DetectorSettings(
+                window_s=det.window,
+                lateness_s=det.lateness,
+                warmup_windows=det.warmup_windows,
+                quiet_windows=det.quiet_windows,
+                max_keys=det.max_keys,
+                max_traces=det.max_traces,
+            ),
+            self.hub.publish,
+            config.storage.data_dir,
+            self.registry,
+            det.snapshot_interval,
+        )
+        self.pipeline = Pipeline(
+            config.receiver.queue_spans, [self.detection, *(stages or [])], self.registry
+        )
+        metrics = ReceiverMetrics(self.registry)
+        self.ingest = Ingest(self.pipeline.offer, metrics, config.receiver.retry_after)
         self.ratings = RatingDesk(self.hub)
         self.ws = WebSocketServer(
             self.hub,
@@ -122,6 +142,7 @@ class Daemon:
         log.info("stopping", queued_spans=self.pipeline.queued_spans)
         await asyncio.gather(self.grpc.stop(grace), self._stop_http())
         await self.pipeline.drain()
+        self.detection.snapshot()  # the worker has stopped: nothing else touches the detector
         await asyncio.sleep(0)  # let events published from the worker thread reach the hub
         await self.ws.stop()
         if self.events is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 
@@ -20,6 +21,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from spanwatch.model import SpanBatch
 
 Stage = Callable[[SpanBatch], None]
+# Stages may also have ``tick(now_ns)``: called on the worker thread about once a second.
+TICK_S = 1.0
 
 log = structlog.get_logger("spanwatch.pipeline")
 
@@ -90,18 +93,37 @@ class Pipeline:
             self._thread = None
 
     def _run(self) -> None:
+        last_tick = time.monotonic()
         while True:
+            batch: SpanBatch | None = None
             with self._cond:
-                while not self._queue and not self._closing:
-                    self._cond.wait()
-                if not self._queue:
+                if not self._queue and not self._closing:
+                    self._cond.wait(timeout=TICK_S)
+                if self._queue:
+                    batch = self._queue[0]
+                elif self._closing:
                     return  # closing and drained
-                batch = self._queue[0]
-            # The batch still counts as queued while it is processed, so the bound covers it.
-            self._process(batch)
-            with self._cond:
-                self._queue.popleft()
-                self._queued_spans -= len(batch)
+            if batch is not None:
+                # The batch still counts as queued while it is processed: the bound covers it.
+                self._process(batch)
+                with self._cond:
+                    self._queue.popleft()
+                    self._queued_spans -= len(batch)
+            if time.monotonic() - last_tick >= TICK_S:
+                last_tick = time.monotonic()
+                self._tick()
+
+    def _tick(self) -> None:
+        now = time.time_ns()
+        for stage in self._stages:
+            tick = getattr(stage, "tick", None)
+            if tick is None:
+                continue
+            try:
+                tick(now)
+            except Exception:
+                self._stage_errors.inc()
+                log.exception("stage tick failed", stage=getattr(stage, "__name__", repr(stage)))
 
     def _process(self, batch: SpanBatch) -> None:
         for stage in self._stages:

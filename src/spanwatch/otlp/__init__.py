@@ -5,6 +5,7 @@ This package is the only place protobuf types of OTLP appear; everything past it
 """
 
 from ._decode import DecodeResult, decode_request, parse_json, parse_protobuf
+from ._encode import encode_batch
 from ._errors import (
     MalformedPayload,
     Overloaded,
@@ -32,6 +33,7 @@ __all__ = [
     "Unauthenticated",
     "auth_middleware",
     "decode_request",
+    "encode_batch",
     "parse_json",
     "parse_protobuf",
 ]
