@@ -1,0 +1,79 @@
+"""The detector inside a running daemon: simulated OTLP in, incidents out on the WebSocket."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+from websockets.asyncio.client import connect
+
+from tests.conftest import DaemonProcess
+
+
+def _simulate(proc: DaemonProcess, scenario: str, duration: int) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "spanwatch.cli", "simulate", "--target",
+         f"127.0.0.1:{proc.grpc_port}", "--speed", "0", "--scenario", scenario,
+         "--duration", str(duration), "--seed", "3"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def _incident_messages(proc: DaemonProcess, expect: int) -> list[dict[str, Any]]:
+    async def read() -> list[dict[str, Any]]:
+        messages: list[dict[str, Any]] = []
+        url = f"ws://127.0.0.1:{proc.ws_port}/events?since=0"
+        async with connect(url, max_queue=None) as ws:
+            while len(messages) < expect:
+                messages.append(json.loads(await asyncio.wait_for(ws.recv(), 30)))
+        return messages
+
+    return asyncio.run(read())
+
+
+def _metric(proc: DaemonProcess, name: str) -> float:
+    with urllib.request.urlopen(f"{proc.http_url}/metrics") as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def test_simulated_fault_becomes_an_incident_on_the_websocket(
+    daemon_process: Callable[..., DaemonProcess],
+) -> None:
+    """An error burst sent over OTLP opens, then resolves, an incident with its root cause."""
+    proc = daemon_process("--no-llm")
+    proc.wait_ready()
+    _simulate(proc, "error_burst", 1000)
+    opened, resolved = _incident_messages(proc, 2)
+    assert (opened["type"], resolved["type"]) == ("incident.opened", "incident.resolved")
+    incident = opened["incident"]
+    assert incident["pattern"] == "error_burst"
+    assert incident["root_cause"] == {"service": "payments", "operation": "POST /v1/charges"}
+    assert incident["severity"] <= 3
+    assert resolved["incident"]["id"] == incident["id"]
+    assert proc.terminate() == 0
+    assert (proc.data_dir / "detector.pickle").exists()
+
+
+def test_restart_restores_the_detector_from_its_snapshot(
+    daemon_process: Callable[..., DaemonProcess],
+) -> None:
+    """After a restart the baselines are back: keys are tracked before any new span arrives."""
+    first = daemon_process("--no-llm")
+    first.wait_ready()
+    _simulate(first, "healthy", 300)
+    keys_before = _metric(first, "spanwatch_detector_keys")
+    assert keys_before > 10
+    assert first.terminate() == 0
+    second = daemon_process("--no-llm")
+    second.wait_ready()
+    assert _metric(second, "spanwatch_detector_keys") == keys_before
+    assert "detector restored" in second.log()
