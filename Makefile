@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: run test lint fmt bench demo clean
+.PHONY: run test lint fmt bench demo eval clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "spanwatch needs Python 3.11+")'
@@ -29,9 +29,19 @@ fmt: $(STAMP)
 	$(VENV)/bin/ruff format src tests benchmarks
 	$(VENV)/bin/ruff check --fix src tests benchmarks
 
+demo: $(STAMP)  ## a daemon fed with simulated faults: watch http://127.0.0.1:8765/
+	@$(VENV)/bin/spanwatchd --no-llm --data-dir spanwatch-demo-data & pid=$$!; \
+	trap 'kill $$pid 2>/dev/null' EXIT INT TERM; \
+	until curl -sf http://127.0.0.1:4318/readyz >/dev/null 2>&1; do sleep 0.2; done; \
+	echo; echo "  live page: http://127.0.0.1:8765/   (first incident in about 30 seconds)"; echo; \
+	$(VENV)/bin/spanwatch simulate --scenario demo --speed 20 $(ARGS)
+
+eval: $(STAMP)  ## score the detector on labelled simulated faults
+	$(VENV)/bin/spanwatch eval $(ARGS)
+
 bench: $(STAMP)  ## benchmarks; results under benchmarks/results/
 	$(PY) benchmarks/ingest.py
 	$(PY) benchmarks/fanout.py
 
 clean:
-	rm -rf $(VENV) spanwatch-data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) spanwatch-data spanwatch-demo-data .pytest_cache .mypy_cache .ruff_cache

@@ -17,10 +17,25 @@ from tests.conftest import DaemonProcess
 
 def _simulate(proc: DaemonProcess, scenario: str, duration: int) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "spanwatch.cli", "simulate", "--target",
-         f"127.0.0.1:{proc.grpc_port}", "--speed", "0", "--scenario", scenario,
-         "--duration", str(duration), "--seed", "3"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "spanwatch.cli",
+            "simulate",
+            "--target",
+            f"127.0.0.1:{proc.grpc_port}",
+            "--speed",
+            "0",
+            "--scenario",
+            scenario,
+            "--duration",
+            str(duration),
+            "--seed",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
 

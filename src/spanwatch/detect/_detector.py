@@ -518,7 +518,9 @@ class Detector:
             root_op = root
             if group.is_dependency and group.dependency_ops:
                 root_op = Operation(root.service, group.dependency_ops.most_common(1)[0][0])
-            key, finding = max(group.findings, key=lambda kf: kf[1].affected)
+            lead_of_group = _lead_finding(pattern, group)
+            assert lead_of_group is not None  # a group always has a finding
+            key, finding = lead_of_group
             if current is None:
                 digest = hashlib.sha1(
                     f"{pattern}|{root.service}|{root.operation}|{start_ns}".encode()
@@ -557,18 +559,22 @@ class Detector:
             # Only evidence about the incident's own root cause refines its pattern.
             refined = same_root and _SPECIFICITY[pattern] < _SPECIFICITY[old.pattern]
             if severity < old.severity or merged != old.services or refined:
+                shown = pattern if refined else old.pattern
+                summary, evidence = old.summary, old.evidence
+                found = _lead_finding(shown, group, strict=True) if same_root else None
+                if found is not None:  # only evidence of its own kind, about its own root cause
+                    lead = found[1]
+                    summary = _summary(shown, old.root_cause, lead)
+                    evidence = Evidence(
+                        lead.metric, round(lead.observed, 6), round(lead.baseline, 6), lead.unit
+                    )
                 current.incident = _replace(
                     old,
                     severity=min(severity, old.severity),
                     services=merged,
-                    pattern=pattern if refined else old.pattern,
-                    summary=_summary(pattern, old.root_cause, finding) if refined else old.summary,
-                    evidence=Evidence(
-                        finding.metric,
-                        round(finding.observed, 6),
-                        round(finding.baseline, 6),
-                        finding.unit,
-                    ),
+                    pattern=shown,
+                    summary=summary,
+                    evidence=evidence,
                 )
                 events.append(Event.incident(EventType.INCIDENT_UPDATED, current.incident))
         for root, current in list(self._open.items()):
@@ -598,6 +604,31 @@ class Detector:
     @property
     def tracked_keys(self) -> int:
         return len(self._keys)
+
+
+_FAMILY_OF = {
+    Pattern.RETRY_STORM: "retry",
+    Pattern.NEW_ERROR: "new_error",
+    Pattern.ERROR_BURST: "errors",
+    Pattern.CASCADING_FAILURE: "errors",
+    Pattern.LATENCY_SPIKE: "latency",
+    Pattern.LATENCY_DRIFT: "latency",
+    Pattern.SLOW_DEPENDENCY: "latency",
+    Pattern.TRAFFIC_DROP: "traffic",
+}
+
+
+def _lead_finding(
+    pattern: Pattern, group: _Group, strict: bool = False
+) -> tuple[Key, Finding] | None:
+    """The strongest finding of the pattern's own kind: what the evidence and summary show.
+
+    Without one: the strongest finding of any kind, or None when ``strict``."""
+    family = _FAMILY_OF[pattern]
+    matching = [kf for kf in group.findings if kf[1].family == family]
+    if not matching and strict:
+        return None
+    return max(matching or group.findings, key=lambda kf: (kf[1].magnitude, kf[1].affected))
 
 
 def _replace(incident: Incident, **changes: object) -> Incident:
