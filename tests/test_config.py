@@ -81,7 +81,8 @@ def test_llm_host_falls_back_to_ollama_host(monkeypatch: pytest.MonkeyPatch) -> 
     [
         (
             {"SPANWATCH_ANALYSIS__BATCH_WINDW": "2s"},
-            "analysis.batch_windw: unknown key; accepted: batch_window, enabled, min_severity",
+            "analysis.batch_windw: unknown key; accepted: batch_window, enabled, max_batch, "
+            "min_severity, prompt_tokens, queue_batches, redact_ip_addresses",
         ),
         (
             {"SPANWATCH_ANALYSIS__BATCH_WINDOW": "soon"},

@@ -80,6 +80,10 @@ class Analysis(_Section):
     enabled: bool = True
     batch_window: Duration = 30.0
     min_severity: int = Field(default=3, ge=1, le=5)
+    max_batch: int = Field(default=8, ge=1)
+    queue_batches: int = Field(default=8, ge=1)
+    prompt_tokens: int = Field(default=3000, ge=500)
+    redact_ip_addresses: bool = False
 
 
 class LLM(_Section):
@@ -89,7 +93,14 @@ class LLM(_Section):
     model: str = "llama3.2:1b"
     repeat_penalty: float = Field(default=1.3, gt=0)
     temperature: float = Field(default=0.2, ge=0)
+    num_ctx: int = Field(default=4096, ge=512)
+    num_predict: int = Field(default=512, ge=16)
+    keep_alive: str = "5m"
     timeout: Duration = 120.0
+    first_token_timeout: Duration = 30.0
+    retries: int = Field(default=2, ge=0, le=10)
+    breaker_failures: int = Field(default=3, ge=1)
+    breaker_cooldown: Duration = 60.0
 
     @model_validator(mode="after")
     def _host_from_environment(self) -> LLM:

@@ -16,6 +16,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from spanwatch.analyze import AnalysisStage
 from spanwatch.config import BearerToken, Config, ListenAddress
 from spanwatch.detect import Settings as DetectorSettings
 from spanwatch.otlp import GrpcReceiver, HttpReceiver, Ingest, ReceiverMetrics, auth_middleware
@@ -68,6 +69,8 @@ class Daemon:
             pub.allowed_origins,
             pub.ping_interval,
         )
+        self.analysis = AnalysisStage(config, self.hub.publish, self.registry)
+        self.hub.add_listener(self.analysis)
         self.events: OtelEvents | None = None
         if events_enabled(config.events):
             self.events = OtelEvents(config.events)
@@ -93,6 +96,7 @@ class Daemon:
         await self.grpc.start()
         await self._start_http(cfg.receiver.http_listen)
         await self.ws.start()
+        self.analysis.start()
         self.ready = True
         log.info(
             "listening",
@@ -100,6 +104,7 @@ class Daemon:
             http=f"{cfg.receiver.http_listen.host}:{self.http_port}",
             ws=f"{cfg.publish.ws_listen.host}:{self.ws.port}",
             otel_events=self.events is not None,
+            llm=f"{cfg.llm.model} at {cfg.llm.host}" if cfg.analysis.enabled else "off",
             data_dir=str(cfg.storage.data_dir),
             auth=self.token.enabled,
         )
@@ -143,6 +148,7 @@ class Daemon:
         await asyncio.gather(self.grpc.stop(grace), self._stop_http())
         await self.pipeline.drain()
         self.detection.snapshot()  # the worker has stopped: nothing else touches the detector
+        await self.analysis.stop()
         await asyncio.sleep(0)  # let events published from the worker thread reach the hub
         await self.ws.stop()
         if self.events is not None:

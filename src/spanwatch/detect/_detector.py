@@ -10,16 +10,18 @@ that share a root cause into one incident, and opens, updates or resolves incide
 from __future__ import annotations
 
 import hashlib
-from collections import Counter, OrderedDict, defaultdict
+from collections import Counter, OrderedDict, defaultdict, deque
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from spanwatch.model import (
+    Deploy,
     Event,
     EventType,
     Evidence,
     Incident,
     Operation,
+    PathStep,
     Pattern,
     Severity,
     SpanBatch,
@@ -32,6 +34,7 @@ from ._settings import Settings
 from ._stats import Finding, KeyStats, WindowAcc, chernoff_upper
 
 _CLIENTS = (SpanKind.CLIENT, SpanKind.PRODUCER)
+_DEPLOY_HORIZON_NS = 30 * 60 * 1_000_000_000  # deploys this long before an incident matter
 # Lower is more specific: an open incident takes a more specific pattern when evidence for it
 # arrives (e.g. errors first, then the retries behind them).
 _SPECIFICITY = {
@@ -105,6 +108,8 @@ class Detector:
         self._open: dict[Operation, _Open] = {}
         self.late_spans = 0
         self.dropped_keys = 0
+        self._versions: dict[str, str] = {}
+        self._deploys: deque[Deploy] = deque(maxlen=256)
 
     # -- input -----------------------------------------------------------------------------
 
@@ -139,6 +144,12 @@ class Detector:
             if window <= self._closed:
                 self.late_spans += 1
                 continue
+            service = cols.service[i]
+            version = cols.service_version[i]
+            if version and self._versions.get(service, version) != version:
+                self._deploys.append(Deploy(service, self._versions[service], version, end))
+            if version:
+                self._versions[service] = version
             kind = cols.kind[i]
             key = Key(
                 cols.service[i], keys.operation_of(cols.name[i], cols.http_route[i], kind), kind
@@ -548,6 +559,12 @@ class Detector:
                     trace_ids=tuple(group.trace_ids),
                     example_span_id=group.example_span,
                     services=tuple(sorted(services)),
+                    deploys=tuple(
+                        d
+                        for d in self._deploys
+                        if d.service in services and d.at_ns >= started - _DEPLOY_HORIZON_NS
+                    ),
+                    critical_path=self._critical_path(group.trace_ids[:1]),
                 )
                 self._open[root] = _Open(incident, keys, window)
                 events.append(Event.incident(EventType.INCIDENT_OPENED, incident))
@@ -585,6 +602,35 @@ class Detector:
                 del self._open[root]
                 events.append(Event.incident(EventType.INCIDENT_RESOLVED, resolved))
         return events
+
+    def _critical_path(self, trace_ids: list[bytes]) -> tuple[PathStep, ...]:
+        """From the entry span down, following the failing child, else the longest one."""
+        for trace_id in trace_ids:
+            spans = self._traces.get(trace_id)
+            if not spans:
+                continue
+            ids = {sp.span_id for sp in spans}
+            children: dict[bytes, list[_Span]] = defaultdict(list)
+            for sp in spans:
+                children[sp.parent].append(sp)
+            roots = [sp for sp in spans if sp.parent not in ids]
+            node = max(roots, key=lambda sp: sp.duration) if roots else None
+            steps: list[PathStep] = []
+            while node is not None and len(steps) < 12:
+                steps.append(
+                    PathStep(
+                        node.key.service,
+                        node.key.operation,
+                        SpanKind(node.key.kind).name.lower(),
+                        round(node.duration / 1e6, 3),
+                        "error" if node.error else "",
+                    )
+                )
+                below = children.get(node.span_id, [])
+                failing = [c for c in below if c.error]
+                node = max(failing or below, key=lambda c: c.duration) if below else None
+            return tuple(steps)
+        return ()
 
     def _ancestors(self, keys: set[Key], limit: int = 256) -> set[Key]:
         """Every key that calls one of ``keys``, directly or not (bounded)."""

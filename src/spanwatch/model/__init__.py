@@ -1,12 +1,14 @@
 """Plain data types that every package shares. Standard library only."""
 
 from ._incidents import (
+    Deploy,
     Event,
     EventType,
     Evidence,
     Incident,
     InvalidRating,
     Operation,
+    PathStep,
     Pattern,
     Rating,
     RatingValue,
@@ -18,12 +20,14 @@ from ._spans import SEMCONV_COLUMNS, Span, SpanBatch, SpanKind, StatusCode
 
 __all__ = [
     "SEMCONV_COLUMNS",
+    "Deploy",
     "Event",
     "EventType",
     "Evidence",
     "Incident",
     "InvalidRating",
     "Operation",
+    "PathStep",
     "Pattern",
     "Rating",
     "RatingValue",

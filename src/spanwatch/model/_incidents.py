@@ -84,6 +84,44 @@ class Evidence:
 
 
 @dataclass(frozen=True, slots=True)
+class Deploy:
+    """A service's version changed (``service.version`` of its spans), at event time."""
+
+    service: str
+    old_version: str
+    new_version: str
+    at_ns: int
+
+    def to_dict(self) -> dict[str, str]:
+        return {
+            "service": self.service,
+            "from": self.old_version,
+            "to": self.new_version,
+            "at": rfc3339_ns(self.at_ns),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PathStep:
+    """One span on an example trace's critical path, from the entry point down."""
+
+    service: str
+    operation: str
+    kind: str
+    duration_ms: float
+    error: str = ""
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "service": self.service,
+            "operation": self.operation,
+            "kind": self.kind,
+            "duration_ms": self.duration_ms,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class Incident:
     id: str
     severity: Severity
@@ -99,6 +137,8 @@ class Incident:
     example_span_id: bytes = b""
     services: tuple[str, ...] = ()
     resolved_at_ns: int = 0
+    deploys: tuple[Deploy, ...] = ()
+    critical_path: tuple[PathStep, ...] = ()
 
     @property
     def status(self) -> str:
@@ -127,6 +167,10 @@ class Incident:
             }
         if self.resolved_at_ns:
             out["resolved_at"] = rfc3339_ns(self.resolved_at_ns)
+        if self.deploys:
+            out["deploys"] = [d.to_dict() for d in self.deploys]
+        if self.critical_path:
+            out["critical_path"] = [step.to_dict() for step in self.critical_path]
         return out
 
 
