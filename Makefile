@@ -42,6 +42,7 @@ eval: $(STAMP)  ## score the detector on labelled simulated faults
 bench: $(STAMP)  ## benchmarks; results under benchmarks/results/
 	$(PY) benchmarks/ingest.py
 	$(PY) benchmarks/fanout.py
+	$(PY) benchmarks/llm_tokens.py
 
 clean:
 	rm -rf $(VENV) spanwatch-data spanwatch-demo-data .pytest_cache .mypy_cache .ruff_cache

@@ -91,6 +91,11 @@ def make_daemon(tmp_path: Path) -> Iterator[Callable[..., RunningDaemon]]:
             "publish.ws_listen": "127.0.0.1:0",
             "storage.data_dir": str(tmp_path / f"data{len(started)}"),
             "receiver.shutdown_grace": "1s",
+            # Analysis stays dormant unless a test asks for it: incidents published by other
+            # tests must not turn into LLM calls and extra messages.
+            "analysis.batch_window": "1h",
+            "analysis.max_batch": 1_000_000,
+            "llm.host": "http://127.0.0.1:9",
         }
         settings.update({k.replace("__", "."): v for k, v in overrides.items()})
         running = RunningDaemon(load(env={}, overrides=settings), stages or [])

@@ -20,11 +20,11 @@ from spanwatch.analyze import (
     Redactor,
     build_prompt,
 )
+from spanwatch.analyze.testing import OllamaServer
 from spanwatch.config import load
 from spanwatch.model import Event, PathStep
 from tests.conftest import free_port
 from tests.events import incident
-from tests.ollama_server import OllamaServer
 
 TOKENS = ["The ", "payments ", "database ", "ran ", "out ", "of ", "connections."]
 

@@ -62,6 +62,27 @@ def test_every_published_message_matches_the_schema(
             {"analysis_id": "a2", "incident_ids": ["inc-1"], "reason": "ollama unreachable"},
         ),
         Event.incident(EventType.INCIDENT_RESOLVED, resolved),
+        Event("analysis.retry", {"analysis_id": "a3", "attempt": 2}),
+        Event(
+            EventType.ANALYSIS_COMPLETED,
+            {
+                "analysis_id": "a3",
+                "incident_ids": ["inc-1"],
+                "text": "t",
+                "model": "m",
+                "fallback": False,
+                "prompt": {"system": "s", "user": "u"},
+                "counters": {
+                    "eval_count": 3,
+                    "prompt_eval_count": 9,
+                    "total_duration_ms": 1.5,
+                    "load_duration_ms": 0.1,
+                    "prompt_eval_duration_ms": 0.2,
+                    "eval_duration_ms": 1.0,
+                    "done_reason": "stop",
+                },
+            },
+        ),
     ]
 
     async def collect() -> list[dict[str, Any]]:
@@ -96,6 +117,7 @@ def test_every_published_message_matches_the_schema(
         "analysis.token",
         "analysis.completed",
         "analysis.failed",
+        "analysis.retry",
         "rating.recorded",
         "rate.ok",
         "rate.error",

@@ -1,4 +1,5 @@
-"""An Ollama-protocol test server: ``POST /api/chat`` streaming NDJSON as Ollama does.
+"""An Ollama-protocol server for tests and benchmarks: ``POST /api/chat`` streaming NDJSON
+with Ollama's field names, on a free loopback port, in a thread of its own.
 
 Each request takes the next step of a script (the last step repeats):
 
@@ -8,6 +9,8 @@ Each request takes the next step of a script (the last step repeats):
 - ``("hang",)``: accept the request and never answer
 - ``("slow", seconds, tokens)``: wait before the first token
 - ``("cut", tokens)``: stream the tokens, then drop the connection before ``done``
+- ``("timed", count, per_second)``: ``count`` tokens at that rate, each token's text the
+  wall-clock time it was sent (ns), for measuring delivery lag
 """
 
 from __future__ import annotations
@@ -79,22 +82,19 @@ class OllamaServer:
             await asyncio.sleep(3600)
         if kind == "slow":
             await asyncio.sleep(step[1])
-        tokens: list[str] = step[-1]
+        timed = kind == "timed"
+        tokens: list[str] = [""] * step[1] if timed else step[-1]
+        pause = 1 / step[2] if timed else 0.002
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await response.prepare(request)
         started = time.monotonic_ns()
         for token in tokens:
+            text = f"{time.time_ns()} " if timed else token
+            message = {"role": "assistant", "content": text}
             await response.write(
-                _line(
-                    {
-                        "model": model,
-                        "created_at": _now(),
-                        "message": {"role": "assistant", "content": token},
-                        "done": False,
-                    }
-                )
+                _line({"model": model, "created_at": _now(), "message": message, "done": False})
             )
-            await asyncio.sleep(0.002)
+            await asyncio.sleep(pause)
         if kind == "cut":
             assert request.transport is not None
             request.transport.abort()
