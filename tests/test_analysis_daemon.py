@@ -57,13 +57,12 @@ def test_a_severe_incident_is_written_up_token_by_token(
     assert [m["text"] for m in messages[3:-1]] == TOKENS
     assert messages[-1]["text"] == "".join(TOKENS)
     assert [m["seq"] for m in messages] == list(range(1, len(messages) + 1))
-    # the finished analysis can be rated
-    assert (
-        d.daemon.ratings.rate({"analysis_id": messages[-1]["analysis_id"], "rating": "good"})[
-            "rating"
-        ]
-        == "good"
+    # the finished analysis can be rated, durably
+    rated = d.call(
+        d.daemon.ratings.rate({"analysis_id": messages[-1]["analysis_id"], "rating": "good"})
     )
+    assert rated["rating"] == "good"
+    assert d.daemon.store.stats()["good"] == 1
 
 
 def test_ingest_never_waits_on_a_hanging_model(

@@ -250,7 +250,7 @@ def test_rating_over_the_websocket(daemon: RunningDaemon) -> None:
     by_type = {m["type"]: m for m in last_two}
     ok, recorded = by_type["rate.ok"], by_type["rating.recorded"]
     assert (missing["type"], missing["status"], missing["request_id"]) == ("rate.error", 404, "1")
-    assert "no analysis with id 'nope'" in missing["error"]
+    assert "no finished analysis with id 'nope'" in missing["error"]
     assert (invalid["status"], invalid["request_id"]) == (400, "2")
     assert "rating must be 'good' or 'bad'" in invalid["error"]
     assert ok["rating"]["rating"] == "bad" and ok["request_id"] == "3"

@@ -16,15 +16,17 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from spanwatch.analyze import AnalysisStage
+from spanwatch.analyze import AnalysisStage, Redactor
 from spanwatch.config import BearerToken, Config, ListenAddress
 from spanwatch.detect import Settings as DetectorSettings
 from spanwatch.otlp import GrpcReceiver, HttpReceiver, Ingest, ReceiverMetrics, auth_middleware
 from spanwatch.publish import Hub, OtelEvents, RatingDesk, WebSocketServer, events_enabled
+from spanwatch.store import Store
 
 from . import _systemd
 from ._detection import DetectionStage
 from ._pipeline import Pipeline, Stage
+from ._rest import RestApi
 
 log = structlog.get_logger("spanwatch.daemon")
 
@@ -60,7 +62,11 @@ class Daemon:
         )
         metrics = ReceiverMetrics(self.registry)
         self.ingest = Ingest(self.pipeline.offer, metrics, config.receiver.retry_after)
-        self.ratings = RatingDesk(self.hub)
+        redactor = Redactor(ip_addresses=config.analysis.redact_ip_addresses)
+        self.store = Store(config.storage.data_dir / "spanwatch.db", redact=redactor.redact)
+        self.hub.add_listener(self.store)
+        self.ratings = RatingDesk(self.hub, self.store.record_rating, self.store.stats)
+        self._rest = RestApi(self.store, self.ratings)
         self.ws = WebSocketServer(
             self.hub,
             self.token,
@@ -114,6 +120,7 @@ class Daemon:
             middlewares=[auth_middleware(self.token, self.ingest, HEALTH_PATHS)],
         )
         app.add_routes(self._http_receiver.routes())
+        app.add_routes(self._rest.routes())
         app.add_routes(
             [
                 web.get("/metrics", self._metrics),
@@ -149,6 +156,7 @@ class Daemon:
         await self.pipeline.drain()
         self.detection.snapshot()  # the worker has stopped: nothing else touches the detector
         await self.analysis.stop()
+        await asyncio.to_thread(self.store.close)  # everything published is written first
         await asyncio.sleep(0)  # let events published from the worker thread reach the hub
         await self.ws.stop()
         if self.events is not None:

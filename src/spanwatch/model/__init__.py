@@ -13,6 +13,7 @@ from ._incidents import (
     Rating,
     RatingValue,
     Severity,
+    UnknownAnalysis,
     parse_rating,
     rfc3339_ns,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "SpanBatch",
     "SpanKind",
     "StatusCode",
+    "UnknownAnalysis",
     "parse_rating",
     "rfc3339_ns",
 ]

@@ -211,6 +211,10 @@ class InvalidRating(ValueError):
     """A rating request that cannot be accepted as it is (HTTP 400)."""
 
 
+class UnknownAnalysis(LookupError):
+    """No (finished) analysis with that id (HTTP 404)."""
+
+
 def parse_rating(body: Any) -> tuple[str, RatingValue, str]:
     """``(analysis_id, rating, correction)`` from a rating request (REST body or WebSocket)."""
     if not isinstance(body, dict):

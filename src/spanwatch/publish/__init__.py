@@ -2,7 +2,7 @@
 
 from ._hub import Filter, Hub, SubscriberTooSlow, Subscription
 from ._otel import OtelEvents, events_enabled
-from ._ratings import RatingDesk, UnknownAnalysis
+from ._ratings import RatingDesk
 from ._ws import WebSocketServer
 
 __all__ = [
@@ -12,7 +12,6 @@ __all__ = [
     "RatingDesk",
     "SubscriberTooSlow",
     "Subscription",
-    "UnknownAnalysis",
     "WebSocketServer",
     "events_enabled",
 ]

@@ -2,49 +2,35 @@
 
 from __future__ import annotations
 
-import time
-from collections import Counter, OrderedDict
+import asyncio
+from collections.abc import Callable
 from typing import Any
 
-from spanwatch.model import Event, EventType, Rating, parse_rating
+from spanwatch.model import Event, EventType, Rating, RatingValue, parse_rating
 
 from ._hub import Hub
 
-
-class UnknownAnalysis(LookupError):
-    """No analysis with that id (HTTP 404)."""
+Record = Callable[[str, RatingValue, str, str], Rating]
+Stats = Callable[[], dict[str, Any]]
 
 
 class RatingDesk:
-    """Validates ratings, checks the analysis exists, and announces ``rating.recorded``.
+    """Validates a rating, records it durably, then announces ``rating.recorded``.
 
-    Here the analyses it knows are the ones the hub has published; a store, when wired in,
-    takes over remembering them and keeping the ratings.
+    ``record`` (the store's) raises UnknownAnalysis for an id it does not know and returns only
+    once the rating is on disk; it runs on a worker thread so the event loop never waits on it.
     """
 
-    def __init__(self, hub: Hub, remember: int = 10_000) -> None:
+    def __init__(self, hub: Hub, record: Record, stats: Stats) -> None:
         self._hub = hub
-        self._analyses: OrderedDict[str, None] = OrderedDict()
-        self._remember = remember
-        self.stats: Counter[str] = Counter()
-        hub.add_listener(self._observe)
+        self._record = record
+        self._stats = stats
 
-    def _observe(self, message: dict[str, Any]) -> None:
-        if message["type"] == EventType.ANALYSIS_COMPLETED:
-            self._analyses[message["analysis_id"]] = None
-            if len(self._analyses) > self._remember:
-                self._analyses.popitem(last=False)
-
-    def rate(self, body: Any, rater: str = "") -> dict[str, Any]:
+    async def rate(self, body: Any, rater: str = "") -> dict[str, Any]:
         """Record one rating; raises InvalidRating (400) or UnknownAnalysis (404)."""
         analysis_id, value, correction = parse_rating(body)
-        if analysis_id not in self._analyses:
-            raise UnknownAnalysis(f"no analysis with id {analysis_id!r}")
-        rating = Rating(analysis_id, value, correction, time.time_ns(), rater)
-        self.stats["total"] += 1
-        self.stats[str(value)] += 1
-        if correction:
-            self.stats["corrected"] += 1
+        rating = await asyncio.to_thread(self._record, analysis_id, value, correction, rater)
+        stats = await asyncio.to_thread(self._stats)
         recorded = rating.to_dict()
         self._hub.publish(
             Event(
@@ -52,11 +38,13 @@ class RatingDesk:
                 {
                     "analysis_id": analysis_id,
                     "rating": recorded,
-                    "stats": self.stats_dict(),
+                    "stats": {
+                        "total": stats["rated"],
+                        "good": stats["good"],
+                        "bad": stats["bad"],
+                        "corrected": stats["corrected"],
+                    },
                 },
             )
         )
         return recorded
-
-    def stats_dict(self) -> dict[str, int]:
-        return {key: self.stats[key] for key in ("total", "good", "bad", "corrected")}

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from importlib import resources
 from typing import Any
@@ -30,14 +30,13 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from spanwatch.config import BearerToken, ListenAddress
-from spanwatch.model import InvalidRating
+from spanwatch.model import InvalidRating, UnknownAnalysis
 
 from ._hub import Filter, Hub, SubscriberTooSlow, Subscription
-from ._ratings import UnknownAnalysis
 
 log = structlog.get_logger("spanwatch.ws")
 
-RateFn = Callable[[Any, str], dict[str, Any]]
+RateFn = Callable[[Any, str], Awaitable[dict[str, Any]]]
 
 # Close codes (RFC 6455 §7.4.1)
 UNSUPPORTED_DATA = 1003
@@ -200,7 +199,7 @@ class WebSocketServer:
                 if not isinstance(message, dict):
                     await connection.close(INVALID_PAYLOAD, "messages must be JSON objects")
                     return
-                reply = self._answer(message, connection)
+                reply = await self._answer(message, connection)
                 if reply is None:
                     await connection.close(
                         POLICY_VIOLATION, f"unknown message type {str(message.get('type'))[:40]!r}"
@@ -211,7 +210,7 @@ class WebSocketServer:
         except ConnectionClosed:
             pass
 
-    def _answer(
+    async def _answer(
         self, message: dict[str, Any], connection: ServerConnection
     ) -> dict[str, Any] | None:
         kind = message.get("type")
@@ -221,7 +220,7 @@ class WebSocketServer:
         if kind != "rate":
             return None
         try:
-            rating = self._rate(message, f"ws:{connection.remote_address[0]}")
+            rating = await self._rate(message, f"ws:{connection.remote_address[0]}")
         except (InvalidRating, UnknownAnalysis) as exc:
             return {
                 "type": "rate.error",
