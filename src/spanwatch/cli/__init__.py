@@ -12,15 +12,73 @@ from pathlib import Path
 from spanwatch import __version__
 from spanwatch.config import ConfigError, load
 from spanwatch.model import Pattern
+from spanwatch.store import FORMATS
 
+from . import _training as training
 from ._eval import evaluate
 from ._simulate import SCENARIOS, simulate
+from ._training import DEFAULT_API, DEFAULT_WS, Api, CliError
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spanwatch", description="spanwatch sidecar commands")
     parser.add_argument("--version", action="version", version=f"spanwatch {__version__}")
+    parser.add_argument(
+        "--api",
+        default=os.environ.get("SPANWATCH_API", DEFAULT_API),
+        metavar="URL",
+        help=f"the daemon's HTTP API (env SPANWATCH_API; default {DEFAULT_API})",
+    )
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("SPANWATCH_TOKEN", ""),
+        help="bearer token when the daemon wants one (env SPANWATCH_TOKEN)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    rate_cmd = commands.add_parser("rate", help="rate an analysis good or bad")
+    rate_cmd.add_argument("analysis_id", metavar="ID")
+    rate_cmd.add_argument("rating", choices=["good", "bad"])
+    given = rate_cmd.add_mutually_exclusive_group()
+    given.add_argument(
+        "--correction",
+        metavar="TEXT",
+        help="for bad: what it should have said ($EDITOR opens when omitted on a terminal)",
+    )
+    given.add_argument("--correction-file", type=Path, metavar="FILE")
+
+    stats_cmd = commands.add_parser("stats", help="rating counts, per pattern and per model")
+    stats_cmd.add_argument("--json", action="store_true")
+
+    export_cmd = commands.add_parser("export", help="rated analyses as JSONL training data")
+    export_cmd.add_argument("--format", required=True, choices=list(FORMATS))
+    export_cmd.add_argument("--since", metavar="DATE", help="ratings from this date or time")
+    export_cmd.add_argument(
+        "--val-split",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="also write FILE.val.jsonl with this share of the records",
+    )
+    export_cmd.add_argument("-o", "--output", type=Path, metavar="FILE")
+
+    tail_cmd = commands.add_parser("tail", help="follow incidents and analyses as they come")
+    tail_cmd.add_argument(
+        "--ws",
+        default=os.environ.get("SPANWATCH_WS", DEFAULT_WS),
+        metavar="URL",
+        help=f"the event stream (env SPANWATCH_WS; default {DEFAULT_WS})",
+    )
+    tail_cmd.add_argument("--min-severity", type=int, choices=range(1, 6), metavar="N")
+    tail_cmd.add_argument("--once", action="store_true", help=argparse.SUPPRESS)
+
+    analyses_cmd = commands.add_parser("analyses", help="list analyses or show one")
+    which = analyses_cmd.add_subparsers(dest="action", required=True, metavar="ACTION")
+    list_cmd = which.add_parser("list", help="the latest analyses")
+    list_cmd.add_argument("--limit", type=int, default=20)
+    show_cmd = which.add_parser("show", help="one analysis: incidents, text, ratings")
+    show_cmd.add_argument("analysis_id", metavar="ID")
+    show_cmd.add_argument("--json", action="store_true")
     check = commands.add_parser(
         "config", help="validate a configuration and print the effective settings as JSON"
     )
@@ -75,6 +133,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except CliError as exc:
+        print(f"spanwatch: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    api = Api(args.api, args.token)
+    if args.command == "rate":
+        return training.rate(
+            api, args.analysis_id, args.rating, args.correction, args.correction_file
+        )
+    if args.command == "stats":
+        return training.stats(api, args.json)
+    if args.command == "export":
+        return training.export(api, args.format, args.since, args.val_split, args.output)
+    if args.command == "tail":
+        return training.tail(args.ws, args.token, args.min_severity, args.once)
+    if args.command == "analyses":
+        if args.action == "list":
+            return training.analyses_list(api, args.limit)
+        return training.analyses_show(api, args.analysis_id, args.json)
     if args.command == "config":
         try:
             config = load(args.config)
