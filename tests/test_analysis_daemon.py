@@ -91,3 +91,33 @@ def test_ingest_never_waits_on_a_hanging_model(
         d.wait_for_spans(10_000)
     finally:
         server.close()
+
+
+def test_tail_shows_incidents_and_streams_analyses(
+    make_daemon: Callable[..., RunningDaemon], ollama: OllamaServer
+) -> None:
+    """`spanwatch tail` prints the incident, then the analysis as it is written."""
+    import subprocess
+    import sys
+
+    d = make_daemon(**{"llm.host": ollama.host, "analysis.batch_window": "200ms"})
+    tail = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "spanwatch.cli",
+            "tail",
+            "--once",
+            "--ws",
+            f"ws://127.0.0.1:{d.daemon.ws.port}/events",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(1.0)  # let it subscribe
+    d.daemon.hub.publish(Event.incident(EventType.INCIDENT_OPENED, incident(1, severity=1)))
+    out, err = tail.communicate(timeout=30)
+    assert tail.returncode == 0, err
+    assert " SEV1  opened   error_burst       payments POST /charge" in out
+    assert f"{''.join(TOKENS)}\n──" in out
