@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+TRAIN_STAMP := $(VENV)/.installed-train
 ARGS   ?=
 
 .PHONY: run test lint fmt bench demo eval clean
@@ -14,13 +15,19 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# The training stack (torch, transformers, peft, trl, datasets, gguf): for the tests and for
+# spanwatch train, not for running the daemon.
+$(TRAIN_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[test,train]'
+	touch $(TRAIN_STAMP)
+
 run: $(STAMP)  ## start the daemon on its embedded defaults (pass flags with ARGS=...)
 	$(VENV)/bin/spanwatchd $(ARGS)
 
-test: $(STAMP)  ## run the test suite
+test: $(TRAIN_STAMP)  ## run the test suite
 	$(PY) -m pytest $(ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
-lint: $(STAMP)  ## ruff and mypy
+lint: $(TRAIN_STAMP)  ## ruff and mypy (over the training code too)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
 	$(VENV)/bin/mypy

@@ -118,6 +118,51 @@ def build_parser() -> argparse.ArgumentParser:
         help="bearer token (env SPANWATCH_TOKEN)",
     )
 
+    tr = commands.add_parser("train", help="LoRA fine-tuning on rated analyses (spanwatch[train])")
+    tr.add_argument(
+        "--base-model",
+        default="meta-llama/Llama-3.2-1B-Instruct",
+        metavar="PATH_OR_ID",
+        help="a local directory or a Hugging Face model id",
+    )
+    tr.add_argument("--data", type=Path, metavar="FILE", help="an export (spanwatch export)")
+    tr.add_argument("--output", type=Path, metavar="DIR", help="a new directory for the results")
+    tr.add_argument("--max-steps", type=int, default=200)
+    tr.add_argument("--rank", type=int, default=16)
+    tr.add_argument("--alpha", type=int, default=32)
+    tr.add_argument("--dropout", type=float, default=0.05)
+    tr.add_argument("--learning-rate", type=float, default=2e-4)
+    tr.add_argument("--batch-size", type=int, default=4)
+    tr.add_argument("--max-length", type=int, default=2048)
+    tr.add_argument("--val-split", type=float, default=0.2)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument(
+        "--target-modules",
+        default="",
+        help="comma-separated module names to adapt (default: the attention and MLP projections)",
+    )
+    tr.add_argument(
+        "--ollama-base",
+        default="llama3.2:1b",
+        help="the Ollama model the adapter applies to (FROM in the Modelfile)",
+    )
+    tr.add_argument(
+        "--ollama-name",
+        default="spanwatch-analyst",
+        help="the name ollama create gives the adapted model",
+    )
+    tr.add_argument(
+        "--no-ollama",
+        action="store_true",
+        help="do not run ollama create even when ollama is installed",
+    )
+    tr.add_argument(
+        "--emit-axolotl",
+        type=Path,
+        metavar="FILE",
+        help="write the equivalent Axolotl config to FILE and stop",
+    )
+
     ev = commands.add_parser("eval", help="score the detector on labelled simulated faults")
     ev.add_argument("--seeds", type=int, default=5, help="runs per pattern (default 5)")
     ev.add_argument("--patterns", default="", help="comma-separated patterns (default all)")
@@ -156,6 +201,8 @@ def _run(args: argparse.Namespace) -> int:
         if args.action == "list":
             return training.analyses_list(api, args.limit)
         return training.analyses_show(api, args.analysis_id, args.json)
+    if args.command == "train":
+        return _train(args)
     if args.command == "config":
         try:
             config = load(args.config)
@@ -177,4 +224,63 @@ def _run(args: argparse.Namespace) -> int:
             print(json.dumps({"patterns": report.rows(), "totals": report.totals()}, indent=2))
         else:
             print(report.table())
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    try:
+        from spanwatch import training
+    except ImportError as exc:
+        raise CliError(
+            f"training needs the train extra: pip install 'spanwatch[train]' ({exc})"
+        ) from exc
+    settings = training.LoraSettings(
+        rank=args.rank,
+        alpha=args.alpha,
+        dropout=args.dropout,
+        target_modules=tuple(m for m in args.target_modules.split(",") if m)
+        or training.LLAMA_MODULES,
+        learning_rate=args.learning_rate,
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        seed=args.seed,
+    )
+    if args.emit_axolotl is not None:
+        data = str(args.data or "train.chat.jsonl")
+        args.emit_axolotl.write_text(
+            training.axolotl_config(
+                args.base_model, data, settings, str(args.output or "./axolotl-out"), args.val_split
+            )
+        )
+        print(f"wrote {args.emit_axolotl}")
+        return 0
+    if args.data is None or args.output is None:
+        raise CliError("train needs --data FILE and --output DIR")
+    try:
+        report = training.train(
+            args.base_model,
+            args.data,
+            args.output,
+            settings,
+            args.val_split,
+            args.ollama_base,
+            args.ollama_name,
+            run_ollama=not args.no_ollama,
+        )
+    except training.TrainingError as exc:
+        raise CliError(str(exc)) from exc
+    help_ = report["did_it_help"]
+    print(
+        f"trained {report['steps']} steps on {report['examples']['train']} examples "
+        f"({report['device']}): loss {report['initial_loss']:.4f} -> "
+        f"{report['final_loss']:.4f}"
+    )
+    if help_["held_out_examples"]:
+        print(
+            f"held-out answers: perplexity {help_['base_perplexity']} (base) -> "
+            f"{help_['adapted_perplexity']} (adapted), {help_['held_out_examples']} examples"
+        )
+    print(f"wrote {args.output}/adapter/, adapter.gguf, Modelfile, train_report.json")
+    print(f"to use it: cd {args.output} && {report['ollama_create']}")
     return 0

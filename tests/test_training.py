@@ -1,0 +1,261 @@
+"""The learning loop on a tiny Llama built here (random weights, a tokenizer trained on the fly)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch", reason="the train extra is not installed")
+transformers = pytest.importorskip("transformers")
+
+from spanwatch import training  # noqa: E402
+from spanwatch.training import LoraSettings, TrainingError  # noqa: E402
+
+SYSTEM = "You are spanwatch's incident analyst. Use only the facts given."
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}<|end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+SERVICES = ["payments", "checkout", "inventory", "catalog", "cart", "email", "search", "auth"]
+CAUSES = [
+    "ran out of database connections",
+    "hit a slow query on orders",
+    "lost its cache",
+    "was deployed with a bad config",
+]
+
+
+def _examples() -> list[dict[str, str]]:
+    records = []
+    for n in range(24):
+        service = SERVICES[n % len(SERVICES)]
+        cause = CAUSES[n % len(CAUSES)]
+        prompt = (
+            f"Incident 1 of 1: SEV2 error_burst at {service}. Evidence: error_rate "
+            f"observed 0.{40 + n} against a baseline of 0.01."
+        )
+        correction = (
+            f"Root cause: {service} {cause}. Next: check {service} and its "
+            "dependencies, then roll back the last change."
+        )
+        bad = n % 4 != 0
+        records.append(
+            {
+                "prompt": prompt,
+                "completion": correction if bad else f"{service} is failing.",
+                "original_completion": f"Everything looks fine with {service}.",
+                "rating": "bad" if bad else "good",
+                "system": SYSTEM,
+                "analysis_id": f"an-{n}",
+            }
+        )
+    return records
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer Llama with a 400-token BPE vocabulary, saved as a Hugging Face model."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<unk>", "<s>", "</s>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    corpus = [SYSTEM] + [
+        r["prompt"] + " " + r["completion"] + " " + r["original_completion"] for r in _examples()
+    ]
+    tok.train_from_iterator(
+        corpus * 4,
+        trainer=trainers.BpeTrainer(
+            vocab_size=400,
+            special_tokens=specials,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="</s>"
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            tie_word_embeddings=False,
+        )
+    )
+    path = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def export(tmp_path: Path) -> Path:
+    path = tmp_path / "seed.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in _examples()))
+    return path
+
+
+# A random-weight model adapts slowly (its output head stays random and frozen): 80 steps
+# lower the loss by about a fifth, deterministically for the seed.
+SETTINGS = LoraSettings(max_steps=80, batch_size=4, learning_rate=5e-3, max_length=256)
+
+
+def test_lora_trains_converts_and_helps(tiny_model: Path, export: Path, tmp_path: Path) -> None:
+    """Loss falls, the adapter changes the model, the GGUF reads back, the Modelfile is valid."""
+    out = tmp_path / "run"
+    report = training.train(
+        str(tiny_model), export, out, SETTINGS, val_split=0.25, run_ollama=False
+    )
+    assert report["steps"] == 80
+    assert report["final_loss"] < 0.9 * report["initial_loss"]
+    helped = report["did_it_help"]
+    assert helped["held_out_examples"] == 6 and helped["corrected_held_out"] == 6
+    assert helped["adapted_loss"] < helped["base_loss"]
+    assert helped["adapted_perplexity"] < helped["base_perplexity"]
+    on_disk = json.loads((out / "train_report.json").read_text())
+    for key in ("initial_loss", "final_loss", "eval_loss", "steps", "examples"):
+        assert key in on_disk
+    assert on_disk["examples"] == {"train": 18, "validation": 6, "corrected": 18}
+
+    config = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    assert (config["r"], config["lora_alpha"], config["lora_dropout"]) == (16, 32, 0.05)
+    assert set(config["target_modules"]) == set(training.LLAMA_MODULES)
+
+    metadata, shapes = training.read_adapter_gguf(out / "adapter.gguf")
+    assert metadata["general.architecture"] == "llama"
+    assert metadata["general.type"] == "adapter" and metadata["adapter.type"] == "lora"
+    assert metadata["adapter.lora.alpha"] == 32.0
+    assert len(shapes) == 2 * 7 * 2
+    assert shapes["blk.0.attn_q.weight.lora_a"] == (16, 64)
+    assert shapes["blk.0.attn_q.weight.lora_b"] == (64, 16)
+    assert shapes["blk.1.attn_k.weight.lora_b"] == (32, 16)  # 2 KV heads of 16
+    assert shapes["blk.1.ffn_down.weight.lora_a"] == (16, 128)
+
+    lines = (out / "Modelfile").read_text().splitlines()
+    assert lines[:3] == [
+        "FROM llama3.2:1b",
+        "ADAPTER ./adapter.gguf",
+        "PARAMETER repeat_penalty 1.3",
+    ]
+    assert lines[3] == f'SYSTEM """{SYSTEM}"""'
+    assert report["ollama_create"] == "ollama create spanwatch-analyst -f Modelfile"
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    ids = tokenizer("Root cause: payments", return_tensors="pt").input_ids
+    base = AutoModelForCausalLM.from_pretrained(tiny_model)
+    with torch.no_grad():
+        before = base(ids).logits
+        adapted = PeftModel.from_pretrained(base, out / "adapter")
+        after = adapted(ids).logits
+    assert (after - before).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("", "holds no examples"),
+        ("{not json\n", "not valid JSON"),
+        ('{"something": "else"}\n', "not a spanwatch export record"),
+        (
+            json.dumps(
+                {
+                    "prompt": "p",
+                    "completion": "c",
+                    "original_completion": "c",
+                    "rating": "good",
+                    "system": "s",
+                }
+            )
+            + "\n",
+            "has a correction",
+        ),
+    ],
+    ids=["empty", "malformed", "foreign", "no-corrections"],
+)
+def test_bad_exports_are_refused_before_anything_is_written(
+    tiny_model: Path, tmp_path: Path, content: str, message: str
+) -> None:
+    """A clear error, and no output directory or leftovers."""
+    data = tmp_path / "bad.jsonl"
+    data.write_text(content)
+    out = tmp_path / "run"
+    with pytest.raises(TrainingError, match=message):
+        training.train(str(tiny_model), data, out, SETTINGS, run_ollama=False)
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["bad.jsonl"]
+
+
+def test_a_base_model_that_does_not_exist(export: Path, tmp_path: Path) -> None:
+    """A missing model fails clearly through the CLI, with a non-zero exit and nothing written."""
+    out = tmp_path / "run"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "spanwatch.cli",
+            "train",
+            "--base-model",
+            str(tmp_path / "no-such-model"),
+            "--data",
+            str(export),
+            "--output",
+            str(out),
+            "--max-steps",
+            "1",
+            "--no-ollama",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode == 1
+    assert "cannot load the base model" in done.stderr
+    assert not out.exists()
+    assert not list(tmp_path.glob(".run.partial-*"))
+
+
+def test_the_committed_axolotl_config_is_what_the_cli_emits(tmp_path: Path) -> None:
+    """training/axolotl.yaml is the output of spanwatch train --emit-axolotl with defaults."""
+    emitted = tmp_path / "axolotl.yaml"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "spanwatch.cli",
+            "train",
+            "--emit-axolotl",
+            str(emitted),
+            "--data",
+            "train.chat.jsonl",
+            "--output",
+            "./axolotl-out",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    text = emitted.read_text()
+    assert "lora_r: 16" in text and "lora_alpha: 32" in text and "lora_dropout: 0.05" in text
+    assert "base_model: meta-llama/Llama-3.2-1B-Instruct" in text
+    committed = Path(__file__).parent.parent / "training" / "axolotl.yaml"
+    assert committed.read_text() == text
