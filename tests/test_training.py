@@ -259,3 +259,21 @@ def test_the_committed_axolotl_config_is_what_the_cli_emits(tmp_path: Path) -> N
     assert "base_model: meta-llama/Llama-3.2-1B-Instruct" in text
     committed = Path(__file__).parent.parent / "training" / "axolotl.yaml"
     assert committed.read_text() == text
+
+
+def test_dpo_stage_prefers_the_corrections(tiny_model: Path, export: Path, tmp_path: Path) -> None:
+    """--dpo: the adapter learns to prefer the correction over the model's own text."""
+    report = training.train(
+        str(tiny_model),
+        export,
+        tmp_path / "run",
+        SETTINGS,
+        val_split=0.25,
+        run_ollama=False,
+        dpo_steps=20,
+    )
+    dpo = report["dpo"]
+    assert (dpo["pairs"], dpo["steps"]) == (12, 20)
+    assert dpo["final_loss"] < dpo["initial_loss"]
+    assert dpo["final_reward_margin"] > 0
+    assert (tmp_path / "run" / "adapter.gguf").exists()

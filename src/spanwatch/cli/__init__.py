@@ -152,6 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="the name ollama create gives the adapted model",
     )
     tr.add_argument(
+        "--dpo",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="then a DPO stage of STEPS steps on the corrected examples",
+    )
+    tr.add_argument(
         "--no-ollama",
         action="store_true",
         help="do not run ollama create even when ollama is installed",
@@ -267,6 +274,7 @@ def _train(args: argparse.Namespace) -> int:
             args.ollama_base,
             args.ollama_name,
             run_ollama=not args.no_ollama,
+            dpo_steps=args.dpo,
         )
     except training.TrainingError as exc:
         raise CliError(str(exc)) from exc

@@ -99,8 +99,12 @@ def train(
     ollama_base: str = "llama3.2:1b",
     ollama_name: str = "spanwatch-analyst",
     run_ollama: bool = True,
+    dpo_steps: int = 0,
 ) -> dict[str, Any]:
-    """Train, convert, write everything to ``output`` at once; returns the report."""
+    """Train, convert, write everything to ``output`` at once; returns the report.
+
+    ``dpo_steps`` > 0 adds a preference stage on the corrected examples after fine-tuning.
+    """
     examples = load_examples(data)
     if _format_has_ratings(data) and not any(e.corrected for e in examples):
         raise TrainingError(
@@ -116,7 +120,15 @@ def train(
     started = time.monotonic()
     try:
         report = _train_into(
-            base_model, data, staging, settings, train_set, val_set, ollama_base, ollama_name
+            base_model,
+            data,
+            staging,
+            settings,
+            train_set,
+            val_set,
+            ollama_base,
+            ollama_name,
+            dpo_steps,
         )
         report["duration_s"] = round(time.monotonic() - started, 1)
         (staging / "train_report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -148,12 +160,22 @@ def _train_into(
     val_set: list[Example],
     ollama_base: str,
     ollama_name: str,
+    dpo_steps: int,
 ) -> dict[str, Any]:
     from peft import get_peft_model_state_dict
 
-    from ._lora import train_lora
+    from ._lora import mean_loss, tokenize, train_dpo, train_lora
 
     trained = train_lora(base_model, train_set, val_set, settings, staging / ".work")
+    dpo: dict[str, Any] | None = None
+    if dpo_steps:
+        pairs = [e for e in train_set if e.corrected]
+        if not pairs:
+            raise TrainingError("--dpo needs corrected examples (a seed or dpo export)")
+        dpo = train_dpo(trained, pairs, settings, dpo_steps, staging / ".work")
+        if val_set:  # what the held-out answers look like after the preference stage too
+            rows = [tokenize(e, trained.tokenizer, settings.max_length) for e in val_set]
+            trained.eval_loss = mean_loss(trained.model, rows, trained.device)
     shutil.rmtree(staging / ".work", ignore_errors=True)
     adapter_dir = staging / "adapter"
     trained.model.save_pretrained(str(adapter_dir))
@@ -185,6 +207,7 @@ def _train_into(
             "adapted_perplexity": perplexity(trained.eval_loss),
         },
         "steps": trained.steps,
+        "dpo": dpo,
         "examples": {
             "train": len(train_set),
             "validation": len(val_set),

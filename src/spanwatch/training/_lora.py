@@ -182,3 +182,59 @@ def train_lora(
             for entry in trainer.state.log_history
         ],
     )
+
+
+def train_dpo(
+    trained: Trained,
+    pairs: list[Example],
+    settings: LoraSettings,
+    steps: int,
+    work_dir: Path,
+    beta: float = 0.1,
+) -> dict[str, Any]:
+    """Preference optimisation of the same adapter: the correction over the model's text.
+
+    The reference is the base model (the adapter switched off), as TRL does for PEFT models.
+    """
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer  # type: ignore[attr-defined]
+
+    rows = [
+        {
+            "prompt": e.messages(with_answer=False),
+            "chosen": [{"role": "assistant", "content": e.answer}],
+            "rejected": [{"role": "assistant", "content": e.rejected}],
+        }
+        for e in pairs
+    ]
+    args = DPOConfig(
+        output_dir=str(work_dir / "dpo"),
+        max_steps=steps,
+        beta=beta,
+        per_device_train_batch_size=min(settings.batch_size, len(rows)),
+        learning_rate=settings.learning_rate,
+        max_length=settings.max_length,
+        logging_steps=max(1, steps // 10),
+        save_strategy="no",
+        report_to=[],
+        seed=settings.seed,
+        use_cpu=trained.device == "cpu",
+    )
+    trainer = DPOTrainer(
+        model=trained.model,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=trained.tokenizer,
+    )
+    result = trainer.train()
+    logged = [entry for entry in trainer.state.log_history if "loss" in entry]
+    first, last = (logged[0], logged[-1]) if logged else ({}, {})
+    return {
+        "pairs": len(rows),
+        "steps": int(result.global_step),
+        "beta": beta,
+        "initial_loss": first.get("loss"),
+        "final_loss": last.get("loss"),
+        "final_reward_margin": last.get("rewards/margins"),
+        "final_reward_accuracy": last.get("rewards/accuracies"),
+    }
