@@ -190,3 +190,29 @@ def daemon_process(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
     yield start
     for proc in procs:
         proc.close()
+
+
+def simulate(proc: DaemonProcess, scenario: str, duration: int, seed: int = 3) -> None:
+    """Send ``spanwatch simulate`` traffic to a daemon subprocess as fast as it goes."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "spanwatch.cli",
+            "simulate",
+            "--target",
+            f"127.0.0.1:{proc.grpc_port}",
+            "--speed",
+            "0",
+            "--scenario",
+            scenario,
+            "--duration",
+            str(duration),
+            "--seed",
+            str(seed),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr

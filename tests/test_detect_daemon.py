@@ -4,40 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import urllib.request
 from collections.abc import Callable
 from typing import Any
 
 from websockets.asyncio.client import connect
 
-from tests.conftest import DaemonProcess
-
-
-def _simulate(proc: DaemonProcess, scenario: str, duration: int) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "spanwatch.cli",
-            "simulate",
-            "--target",
-            f"127.0.0.1:{proc.grpc_port}",
-            "--speed",
-            "0",
-            "--scenario",
-            scenario,
-            "--duration",
-            str(duration),
-            "--seed",
-            "3",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
+from tests.conftest import DaemonProcess, simulate
 
 
 def _incident_messages(proc: DaemonProcess, expect: int) -> list[dict[str, Any]]:
@@ -66,7 +39,7 @@ def test_simulated_fault_becomes_an_incident_on_the_websocket(
     """An error burst sent over OTLP opens, then resolves, an incident with its root cause."""
     proc = daemon_process("--no-llm")
     proc.wait_ready()
-    _simulate(proc, "error_burst", 1000)
+    simulate(proc, "error_burst", 1000)
     opened, resolved = _incident_messages(proc, 2)
     assert (opened["type"], resolved["type"]) == ("incident.opened", "incident.resolved")
     incident = opened["incident"]
@@ -84,7 +57,7 @@ def test_restart_restores_the_detector_from_its_snapshot(
     """After a restart the baselines are back: keys are tracked before any new span arrives."""
     first = daemon_process("--no-llm")
     first.wait_ready()
-    _simulate(first, "healthy", 300)
+    simulate(first, "healthy", 300)
     keys_before = _metric(first, "spanwatch_detector_keys")
     assert keys_before > 10
     assert first.terminate() == 0

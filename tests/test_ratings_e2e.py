@@ -18,7 +18,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from spanwatch.analyze.testing import OllamaServer
-from tests.conftest import DaemonProcess
+from tests.conftest import DaemonProcess, simulate
 from tests.otlp_client import http_request
 
 TOKENS = ["Payments ", "is ", "failing."]
@@ -48,28 +48,7 @@ def _start(daemon_process: Callable[..., DaemonProcess], ollama: OllamaServer) -
 
 def _analysis_id(proc: DaemonProcess) -> str:
     """Feed an error burst through the daemon and wait for its finished analysis."""
-    sim = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "spanwatch.cli",
-            "simulate",
-            "--target",
-            f"127.0.0.1:{proc.grpc_port}",
-            "--speed",
-            "0",
-            "--scenario",
-            "error_burst",
-            "--duration",
-            "700",
-            "--seed",
-            "3",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert sim.returncode == 0, sim.stderr
+    simulate(proc, "error_burst", 700)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         with urllib.request.urlopen(f"{proc.http_url}/api/analyses") as resp:
