@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from ._auth import BearerToken
 from ._schema import (
     LLM,
+    TLS,
     Analysis,
     Auth,
     Config,
@@ -27,10 +28,12 @@ from ._schema import (
     Receiver,
     Storage,
 )
+from ._tls import ssl_context
 from ._types import ListenAddress, format_duration, parse_duration, parse_size
 
 __all__ = [
     "LLM",
+    "TLS",
     "Analysis",
     "Auth",
     "BearerToken",
@@ -47,6 +50,7 @@ __all__ = [
     "load",
     "parse_duration",
     "parse_size",
+    "ssl_context",
 ]
 
 ENV_PREFIX = "SPANWATCH_"

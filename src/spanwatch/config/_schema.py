@@ -129,6 +129,29 @@ class Auth(_Section):
         return self.token
 
 
+class TLS(_Section):
+    """TLS on the gRPC, HTTP and WebSocket listeners; a client CA makes it mutual TLS."""
+
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    client_ca_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> TLS:
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ValueError("set tls.cert_file and tls.key_file together")
+        if self.client_ca_file and not self.cert_file:
+            raise ValueError("tls.client_ca_file needs tls.cert_file and tls.key_file")
+        for path in (self.cert_file, self.key_file, self.client_ca_file):
+            if path is not None and not path.is_file():
+                raise ValueError(f"{path} is not a readable file")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert_file is not None
+
+
 class Log(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     # auto: pretty on a terminal, JSON otherwise.
@@ -144,4 +167,5 @@ class Config(_Section):
     analysis: Analysis = Field(default_factory=Analysis)
     llm: LLM = Field(default_factory=LLM)
     auth: Auth = Field(default_factory=Auth)
+    tls: TLS = Field(default_factory=TLS)
     log: Log = Field(default_factory=Log)

@@ -17,7 +17,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from spanwatch.analyze import AnalysisStage, Redactor
-from spanwatch.config import BearerToken, Config, ListenAddress
+from spanwatch.config import BearerToken, Config, ListenAddress, ssl_context
 from spanwatch.detect import Settings as DetectorSettings
 from spanwatch.otlp import GrpcReceiver, HttpReceiver, Ingest, ReceiverMetrics, auth_middleware
 from spanwatch.publish import Hub, OtelEvents, RatingDesk, WebSocketServer, events_enabled
@@ -74,6 +74,7 @@ class Daemon:
             self.ratings.rate,
             pub.allowed_origins,
             pub.ping_interval,
+            ssl_context(config.tls),
         )
         self.analysis = AnalysisStage(config, self.hub.publish, self.registry)
         self.hub.add_listener(self.analysis)
@@ -82,7 +83,11 @@ class Daemon:
             self.events = OtelEvents(config.events)
             self.hub.add_listener(self.events)
         self.grpc = GrpcReceiver(
-            self.ingest, self.token, config.receiver.grpc_listen, config.receiver.max_request_size
+            self.ingest,
+            self.token,
+            config.receiver.grpc_listen,
+            config.receiver.max_request_size,
+            config.tls,
         )
         self._http_receiver = HttpReceiver(self.ingest, config.receiver.max_request_size)
         self._runner: web.AppRunner | None = None
@@ -136,7 +141,13 @@ class Daemon:
             shutdown_timeout=self.config.receiver.shutdown_grace,
         )
         await runner.setup()
-        site = web.TCPSite(runner, address.host, address.port, reuse_address=True)
+        site = web.TCPSite(
+            runner,
+            address.host,
+            address.port,
+            reuse_address=True,
+            ssl_context=ssl_context(self.config.tls),
+        )
         try:
             await site.start()
         except OSError:

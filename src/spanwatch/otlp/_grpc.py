@@ -14,7 +14,7 @@ from google.protobuf.any_pb2 import Any as AnyProto
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from spanwatch.config import BearerToken, ListenAddress
+from spanwatch.config import TLS, BearerToken, ListenAddress
 
 from ._decode import encode_response
 from ._errors import Overloaded, ReceiverError, Unauthenticated
@@ -26,12 +26,18 @@ TRANSPORT = "grpc"
 
 class GrpcReceiver:
     def __init__(
-        self, ingest: Ingest, token: BearerToken, address: ListenAddress, max_message: int
+        self,
+        ingest: Ingest,
+        token: BearerToken,
+        address: ListenAddress,
+        max_message: int,
+        tls: TLS | None = None,
     ) -> None:
         self._ingest = ingest
         self._token = token
         self._address = address
         self._max_message = max_message
+        self._tls = tls
         self._server: Any = None
         self._health = health.aio.HealthServicer()
         self.port = 0
@@ -50,7 +56,11 @@ class GrpcReceiver:
         )
         server.add_generic_rpc_handlers((handler,))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        self.port = server.add_insecure_port(str(self._address))
+        credentials = _credentials(self._tls)
+        if credentials is None:
+            self.port = server.add_insecure_port(str(self._address))
+        else:
+            self.port = server.add_secure_port(str(self._address), credentials)
         if not self.port:
             raise OSError(f"cannot listen for OTLP/gRPC on {self._address}")
         await server.start()
@@ -77,6 +87,19 @@ class GrpcReceiver:
             await _abort(context, exc)
             raise AssertionError("unreachable") from exc  # abort always raises
         return encode_response(refused, reason, as_json=False)
+
+
+def _credentials(tls: TLS | None) -> grpc.ServerCredentials | None:
+    """TLS, and mutual TLS when a client CA is set; None for plain text."""
+    if tls is None or not tls.enabled:
+        return None
+    assert tls.cert_file is not None and tls.key_file is not None
+    ca = tls.client_ca_file.read_bytes() if tls.client_ca_file is not None else None
+    return grpc.ssl_server_credentials(
+        [(tls.key_file.read_bytes(), tls.cert_file.read_bytes())],
+        root_certificates=ca,
+        require_client_auth=ca is not None,
+    )
 
 
 def _metadata(context: grpc.aio.ServicerContext, key: str) -> str | None:

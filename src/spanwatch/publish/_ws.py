@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from importlib import resources
@@ -76,6 +77,7 @@ class WebSocketServer:
         rate: RateFn,
         allowed_origins: tuple[str, ...] = (),
         ping_interval: float = 20.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._hub = hub
         self._token = token
@@ -83,6 +85,7 @@ class WebSocketServer:
         self._rate = rate
         self._allowed_origins = frozenset(o.rstrip("/") for o in allowed_origins)
         self._ping_interval = ping_interval
+        self._ssl = ssl_context
         self._server: Server | None = None
         self._page = resources.files("spanwatch.publish").joinpath("page.html").read_bytes()
         self.port = 0
@@ -101,6 +104,7 @@ class WebSocketServer:
             # multiply the fan-out cost by the number of subscribers.
             compression=None,
             server_header="spanwatch",
+            ssl=self._ssl,
         )
         self.port = int(next(iter(self._server.sockets)).getsockname()[1])
 
