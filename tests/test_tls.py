@@ -220,7 +220,7 @@ def test_the_sdk_exporter_sends_over_mutual_tls(
 
 def test_incomplete_tls_settings_are_refused(pki: Pki, tmp_path: Path) -> None:
     """A certificate without its key, or a missing file, stops the daemon at configuration."""
-    with pytest.raises(ConfigError, match="set tls.cert_file and tls.key_file together"):
+    with pytest.raises(ConfigError, match=r"set tls\.cert_file and tls\.key_file together"):
         load(env={"SPANWATCH_TLS__CERT_FILE": str(pki.server_cert)})
     with pytest.raises(ConfigError, match="is not a readable file"):
         load(
