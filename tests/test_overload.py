@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -101,3 +102,51 @@ def test_sdk_exporter_retries_through_overload_until_every_span_lands(
     assert d.metric("spanwatch_receiver_accepted_spans_total", transport="grpc") == len(spans)
     got = d.wait_for_spans(len(spans), timeout=30)
     assert len({row.span_id for row in got}) == len(spans)
+
+
+def test_above_the_memory_limit_requests_are_refused_retryably(
+    make_daemon: Callable[..., RunningDaemon],
+) -> None:
+    """Over receiver.memory_limit: UNAVAILABLE + RetryInfo and 503 + Retry-After, all counted."""
+    d = make_daemon(**{"receiver.memory_limit": "1MiB"})  # this process is always above it
+    body = many_spans(100).SerializeToString()
+    answer = grpc_export(d.grpc_target, body)
+    assert answer.code == grpc.StatusCode.UNAVAILABLE
+    assert "memory limit" in answer.details and answer.retry_delay() == 1.0
+    http = http_request(f"{d.http_url}/v1/traces", body)
+    assert http.status == 503 and http.headers["Retry-After"] == "1"
+    assert d.metric("spanwatch_receiver_refused_spans_total", transport="grpc") == 100
+    assert d.metric("spanwatch_receiver_refused_spans_total", transport="http") == 100
+    assert d.metric("spanwatch_receiver_accepted_spans_total", transport="grpc") == 0
+
+
+def test_pushing_past_the_memory_limit_drops_nothing_silently(
+    make_daemon: Callable[..., RunningDaemon],
+) -> None:
+    """Batches pile up past the limit: every span is accepted and counted, or refused retryably."""
+    from spanwatch.otlp import resident_bytes
+
+    gate = threading.Event()
+
+    def held(batch: SpanBatch) -> None:
+        gate.wait(60)  # the detector is stuck: accepted batches stay in memory
+
+    limit = resident_bytes() + (40 << 20)
+    d = make_daemon(
+        stages=[held], **{"receiver.memory_limit": limit, "receiver.queue_spans": 2_000_000}
+    )
+    body = many_spans(QUEUE).SerializeToString()
+    answers = []
+    try:
+        for _ in range(30):
+            answers.append(grpc_export(d.grpc_target, body))
+            time.sleep(0.12)  # let the limiter take a fresh reading
+    finally:
+        gate.set()
+    codes = [a.code for a in answers]
+    ok, busy = codes.count(grpc.StatusCode.OK), codes.count(grpc.StatusCode.UNAVAILABLE)
+    assert ok + busy == len(codes), codes
+    assert ok >= 1 and busy >= 1, codes
+    assert d.metric("spanwatch_receiver_accepted_spans_total", transport="grpc") == ok * QUEUE
+    assert d.metric("spanwatch_receiver_refused_spans_total", transport="grpc") == busy * QUEUE
+    d.wait_for_spans(ok * QUEUE, timeout=60)

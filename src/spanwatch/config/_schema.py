@@ -23,9 +23,12 @@ class Receiver(_Section):
 
     grpc_listen: Address = ListenAddress("127.0.0.1", 4317)
     http_listen: Address = ListenAddress("127.0.0.1", 4318)
-    max_request_size: Size = 64 << 20
+    max_request_size: Size = Field(default=64 << 20, gt=0)
     # Spans decoded but not yet processed; past this the receivers answer with a retryable status.
     queue_spans: int = Field(default=262_144, ge=8192)
+    # Above this resident memory, requests are refused with a retryable status (like the
+    # Collector's memory_limiter). 0 turns it off.
+    memory_limit: Size = 1 << 30
     # What the Retry-After header and RetryInfo suggest when the queue is full.
     retry_after: Duration = 1.0
     # How long SIGTERM waits for in-flight Export calls before cutting them.

@@ -56,8 +56,8 @@ def parse_size(value: Any) -> int:
         size = int(m.group(1)) * _SIZE_UNITS[unit]
     else:
         raise ValueError(f"{value!r} is not a size: use bytes or 512KiB, 64MiB, 1GiB")
-    if size <= 0:
-        raise ValueError("a size must be positive")
+    if size < 0:
+        raise ValueError("a size cannot be negative")
     return size
 
 

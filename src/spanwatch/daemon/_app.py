@@ -14,12 +14,19 @@ from typing import Any
 
 import structlog
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
 from spanwatch.analyze import AnalysisStage, Redactor
 from spanwatch.config import BearerToken, Config, ListenAddress, ssl_context
 from spanwatch.detect import Settings as DetectorSettings
-from spanwatch.otlp import GrpcReceiver, HttpReceiver, Ingest, ReceiverMetrics, auth_middleware
+from spanwatch.otlp import (
+    GrpcReceiver,
+    HttpReceiver,
+    Ingest,
+    MemoryGuard,
+    ReceiverMetrics,
+    auth_middleware,
+)
 from spanwatch.publish import Hub, OtelEvents, RatingDesk, WebSocketServer, events_enabled
 from spanwatch.store import Store
 
@@ -61,7 +68,13 @@ class Daemon:
             config.receiver.queue_spans, [self.detection, *(stages or [])], self.registry
         )
         metrics = ReceiverMetrics(self.registry)
-        self.ingest = Ingest(self.pipeline.offer, metrics, config.receiver.retry_after)
+        self.memory = MemoryGuard(config.receiver.memory_limit)
+        Gauge(
+            "spanwatch_process_resident_bytes",
+            "Resident memory, as the memory limit last read it.",
+            registry=self.registry,
+        ).set_function(lambda: self.memory.rss)
+        self.ingest = Ingest(self.pipeline.offer, metrics, config.receiver.retry_after, self.memory)
         redactor = Redactor(ip_addresses=config.analysis.redact_ip_addresses)
         self.store = Store(config.storage.data_dir / "spanwatch.db", redact=redactor.redact)
         self.hub.add_listener(self.store)

@@ -16,6 +16,7 @@ from ._errors import (
 from ._grpc import TRACE_SERVICE, GrpcReceiver
 from ._http import HttpReceiver, auth_middleware
 from ._ingest import BatchSink, Ingest
+from ._memory import MemoryGuard, resident_bytes
 from ._metrics import ReceiverMetrics
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "HttpReceiver",
     "Ingest",
     "MalformedPayload",
+    "MemoryGuard",
     "Overloaded",
     "PayloadTooLarge",
     "ReceiverError",
@@ -36,4 +38,5 @@ __all__ = [
     "encode_batch",
     "parse_json",
     "parse_protobuf",
+    "resident_bytes",
 ]

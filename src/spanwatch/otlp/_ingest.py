@@ -8,6 +8,7 @@ from spanwatch.model import SpanBatch
 
 from ._decode import decode_request, parse_json, parse_protobuf
 from ._errors import Overloaded, ReceiverError
+from ._memory import MemoryGuard
 from ._metrics import ReceiverMetrics
 
 # Takes a batch, or returns False when it has no room for it now.
@@ -15,10 +16,17 @@ BatchSink = Callable[[SpanBatch], bool]
 
 
 class Ingest:
-    def __init__(self, sink: BatchSink, metrics: ReceiverMetrics, retry_after: float) -> None:
+    def __init__(
+        self,
+        sink: BatchSink,
+        metrics: ReceiverMetrics,
+        retry_after: float,
+        memory: MemoryGuard | None = None,
+    ) -> None:
         self._sink = sink
         self._metrics = metrics
         self._retry_after = retry_after
+        self._memory = memory or MemoryGuard(0)
 
     def export(self, body: bytes, transport: str, is_json: bool = False) -> tuple[int, str]:
         """Decode and hand over one request body; returns (refused spans, reason).
@@ -31,6 +39,13 @@ class Ingest:
             request = parse_json(body) if is_json else parse_protobuf(body)
             result = decode_request(request)
             batch = result.batch
+            if batch and self._memory.over():
+                metrics.refused_spans.labels(transport).inc(len(batch) + result.refused)
+                raise Overloaded(
+                    f"spanwatch is above its memory limit ({self._memory.limit >> 20} MiB): "
+                    f"{len(batch)} span(s) not taken, retry later",
+                    self._retry_after,
+                )
             if batch and not self._sink(batch):
                 metrics.refused_spans.labels(transport).inc(len(batch) + result.refused)
                 raise Overloaded(
