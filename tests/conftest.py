@@ -216,3 +216,22 @@ def simulate(proc: DaemonProcess, scenario: str, duration: int, seed: int = 3) -
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
+
+
+@pytest.fixture
+def collector() -> Iterator[tuple[Any, int]]:
+    """An OTLP LogsService on a free port: (its recorder, the port)."""
+    from concurrent import futures
+
+    import grpc
+    from opentelemetry.proto.collector.logs.v1 import logs_service_pb2_grpc
+
+    from tests.otlp_logs import LogsCollector
+
+    servicer = LogsCollector()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    logs_service_pb2_grpc.add_LogsServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield servicer, port
+    server.stop(0)

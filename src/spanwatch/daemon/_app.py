@@ -47,6 +47,7 @@ class Daemon:
         self.config = config
         self.registry = CollectorRegistry()
         self.token = BearerToken(config.auth)
+        redactor = Redactor(ip_addresses=config.analysis.redact_ip_addresses)
         pub = config.publish
         self.hub = Hub(self.registry, pub.replay_ring, pub.subscriber_queue)
         det = config.detector
@@ -63,6 +64,7 @@ class Daemon:
             config.storage.data_dir,
             self.registry,
             det.snapshot_interval,
+            redact=redactor.redact_mapping,
         )
         self.pipeline = Pipeline(
             config.receiver.queue_spans, [self.detection, *(stages or [])], self.registry
@@ -75,7 +77,6 @@ class Daemon:
             registry=self.registry,
         ).set_function(lambda: self.memory.rss)
         self.ingest = Ingest(self.pipeline.offer, metrics, config.receiver.retry_after, self.memory)
-        redactor = Redactor(ip_addresses=config.analysis.redact_ip_addresses)
         self.store = Store(config.storage.data_dir / "spanwatch.db", redact=redactor.redact)
         self.hub.add_listener(self.store)
         self.ratings = RatingDesk(self.hub, self.store.record_rating, self.store.stats)

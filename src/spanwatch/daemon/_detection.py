@@ -14,6 +14,7 @@ import pickle
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry, Gauge
@@ -36,8 +37,10 @@ class DetectionStage:
         data_dir: Path,
         registry: CollectorRegistry,
         snapshot_interval: float = 60.0,
+        redact: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
         self._publish = publish
+        self._redact = redact
         self._path = data_dir / SNAPSHOT_NAME
         self._interval = snapshot_interval
         self.detector = self._restore(settings) or Detector(settings)
@@ -85,6 +88,12 @@ class DetectionStage:
 
     def _emit(self, events: list[Event]) -> None:
         for event in events:
+            if self._redact is not None and "incident" in event.fields:
+                # Span text is redacted here, once, before any subscriber, the store, the OTel
+                # events or a log line can see it.
+                event = Event(
+                    event.type, {**event.fields, "incident": self._redact(event.fields["incident"])}
+                )
             self._publish(event)
 
     def snapshot(self) -> None:
