@@ -129,3 +129,41 @@ def test_sighup_rotates_the_token_from_its_file(
     assert grpc_export(target, body, token="old-token").code == grpc.StatusCode.UNAUTHENTICATED
     assert "old-token" not in proc.log() and "new-token" not in proc.log()
     assert proc.terminate() == 0
+
+
+def test_a_wedged_event_loop_stops_the_watchdog_pings(
+    notify_socket: tuple[socket.socket, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pings come from the event loop: while it is blocked none are sent, so systemd restarts."""
+    import asyncio
+
+    from spanwatch import daemon as daemon_module
+
+    sock, path = notify_socket
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    monkeypatch.setenv("WATCHDOG_USEC", "100000")  # a ping every 50 ms
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    sock.setblocking(False)
+
+    def drain() -> int:
+        count = 0
+        while True:
+            try:
+                count += sock.recv(64) == b"WATCHDOG=1"
+            except BlockingIOError:
+                return count
+
+    async def scenario() -> tuple[int, int, int]:
+        task = asyncio.create_task(daemon_module._watchdog())
+        await asyncio.sleep(0.5)
+        healthy = drain()
+        time.sleep(0.6)  # the loop is wedged: no task can run
+        wedged = drain()
+        await asyncio.sleep(0.5)
+        recovered = drain()
+        task.cancel()
+        return healthy, wedged, recovered
+
+    healthy, wedged, recovered = asyncio.run(scenario())
+    assert healthy >= 5 and recovered >= 5
+    assert wedged <= 1  # at most the ping already due when the loop stalled
