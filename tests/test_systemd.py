@@ -157,7 +157,7 @@ def test_a_wedged_event_loop_stops_the_watchdog_pings(
         task = asyncio.create_task(daemon_module._watchdog())
         await asyncio.sleep(0.5)
         healthy = drain()
-        time.sleep(0.6)  # the loop is wedged: no task can run
+        time.sleep(0.6)  # noqa: ASYNC251 - wedging the loop is the point
         wedged = drain()
         await asyncio.sleep(0.5)
         recovered = drain()

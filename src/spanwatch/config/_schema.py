@@ -63,6 +63,8 @@ class Events(_Section):
 
 class Storage(_Section):
     data_dir: Path = Path("spanwatch-data")
+    # How long a write waits for a database lock held elsewhere before giving up (503).
+    busy_timeout: Duration = 5.0
 
 
 class Detector(_Section):

@@ -77,7 +77,16 @@ class Daemon:
             registry=self.registry,
         ).set_function(lambda: self.memory.rss)
         self.ingest = Ingest(self.pipeline.offer, metrics, config.receiver.retry_after, self.memory)
-        self.store = Store(config.storage.data_dir / "spanwatch.db", redact=redactor.redact)
+        self.store = Store(
+            config.storage.data_dir / "spanwatch.db",
+            redact=redactor.redact,
+            busy_timeout=config.storage.busy_timeout,
+        )
+        Gauge(
+            "spanwatch_store_dropped_events",
+            "Incident and analysis records the database could not take (full, read-only, busy).",
+            registry=self.registry,
+        ).set_function(lambda: self.store.dropped_events)
         self.hub.add_listener(self.store)
         self.ratings = RatingDesk(self.hub, self.store.record_rating, self.store.stats)
         self._rest = RestApi(self.store, self.ratings)

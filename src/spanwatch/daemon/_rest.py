@@ -9,9 +9,9 @@ from typing import Any
 
 from aiohttp import web
 
-from spanwatch.model import InvalidRating, UnknownAnalysis
+from spanwatch.model import InvalidRating, StorageUnavailable, UnknownAnalysis
 from spanwatch.publish import RatingDesk
-from spanwatch.store import FORMATS, Store, StoreError, export_records
+from spanwatch.store import FORMATS, Store, export_records
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -59,7 +59,7 @@ class RestApi:
             return _error(400, str(exc))
         except UnknownAnalysis as exc:
             return _error(404, str(exc))
-        except StoreError as exc:
+        except StorageUnavailable as exc:
             return _error(503, str(exc))
         return web.json_response({"rating": rating})
 

@@ -215,6 +215,10 @@ class UnknownAnalysis(LookupError):
     """No (finished) analysis with that id (HTTP 404)."""
 
 
+class StorageUnavailable(Exception):
+    """The rating could not be stored now (a full, read-only or busy database: HTTP 503)."""
+
+
 def parse_rating(body: Any) -> tuple[str, RatingValue, str]:
     """``(analysis_id, rating, correction)`` from a rating request (REST body or WebSocket)."""
     if not isinstance(body, dict):

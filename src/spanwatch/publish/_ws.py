@@ -31,7 +31,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from spanwatch.config import BearerToken, ListenAddress
-from spanwatch.model import InvalidRating, UnknownAnalysis
+from spanwatch.model import InvalidRating, StorageUnavailable, UnknownAnalysis
 
 from ._hub import Filter, Hub, SubscriberTooSlow, Subscription
 
@@ -225,11 +225,18 @@ class WebSocketServer:
             return None
         try:
             rating = await self._rate(message, f"ws:{connection.remote_address[0]}")
-        except (InvalidRating, UnknownAnalysis) as exc:
+        except (InvalidRating, UnknownAnalysis, StorageUnavailable) as exc:
+            status = (
+                404
+                if isinstance(exc, UnknownAnalysis)
+                else 503
+                if isinstance(exc, StorageUnavailable)
+                else 400
+            )
             return {
                 "type": "rate.error",
                 "request_id": request_id,
-                "status": 404 if isinstance(exc, UnknownAnalysis) else 400,
+                "status": status,
                 "error": str(exc),
             }
         return {"type": "rate.ok", "request_id": request_id, "rating": rating}

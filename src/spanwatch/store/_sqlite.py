@@ -14,14 +14,19 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from spanwatch.model import Rating, RatingValue, UnknownAnalysis
+import structlog
+
+from spanwatch.model import Rating, RatingValue, StorageUnavailable, UnknownAnalysis
 
 Redact = Callable[[str], str]
+
+log = structlog.get_logger("spanwatch.store")
 
 MIGRATIONS: list[str] = [
     # 1: the first schema
@@ -70,8 +75,8 @@ MIGRATIONS: list[str] = [
 ]
 
 
-class StoreError(Exception):
-    """The database cannot be used (a full or read-only disk, a damaged file)."""
+class StoreError(StorageUnavailable):
+    """The database cannot be used (a full or read-only disk, a damaged file, a lock held)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,15 +94,26 @@ class RatedAnalysis:
     patterns: tuple[str, ...]
 
 
+@contextmanager
+def _translated(what: str) -> Iterator[None]:
+    """sqlite3's errors become StoreError at the store's edge."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot {what}: {exc}") from exc
+
+
 class Store:
-    def __init__(self, path: Path, redact: Redact = lambda text: text) -> None:
+    def __init__(
+        self, path: Path, redact: Redact = lambda text: text, busy_timeout: float = 5.0
+    ) -> None:
         self.path = path
         self._redact = redact
         self._lock = threading.Lock()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(
-                path, check_same_thread=False, isolation_level=None, timeout=10
+                path, check_same_thread=False, isolation_level=None, timeout=busy_timeout
             )
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
@@ -157,8 +173,15 @@ class Store:
                     return
                 with self._lock:
                     self._write(message)
-            except sqlite3.Error:
+            except sqlite3.Error as exc:
                 self.dropped_events += 1
+                if self.dropped_events == 1 or self.dropped_events % 1000 == 0:
+                    log.error(
+                        "cannot write to the database",
+                        path=str(self.path),
+                        error=str(exc),
+                        dropped_events=self.dropped_events,
+                    )
             finally:
                 self._queue.task_done()
 
@@ -243,26 +266,23 @@ class Store:
         """Store one rating durably; returns it once it is on disk."""
         self.flush()
         rated = Rating(analysis_id, rating, self._redact(correction), time.time_ns(), rater)
-        with self._lock:
-            try:
-                row = self._db.execute(
-                    "SELECT status FROM analyses WHERE id=?", (analysis_id,)
-                ).fetchone()
-                if row is None or row[0] != "completed":
-                    raise UnknownAnalysis(f"no finished analysis with id {analysis_id!r}")
-                self._db.execute(
-                    "INSERT INTO ratings (analysis_id, rating, correction, rater, rated_at_ns) "
-                    "VALUES (?,?,?,?,?)",
-                    (analysis_id, str(rating), rated.correction, rater, rated.rated_at_ns),
-                )
-            except sqlite3.Error as exc:
-                raise StoreError(f"cannot record the rating: {exc}") from exc
+        with _translated("record the rating"), self._lock:
+            row = self._db.execute(
+                "SELECT status FROM analyses WHERE id=?", (analysis_id,)
+            ).fetchone()
+            if row is None or row[0] != "completed":
+                raise UnknownAnalysis(f"no finished analysis with id {analysis_id!r}")
+            self._db.execute(
+                "INSERT INTO ratings (analysis_id, rating, correction, rater, rated_at_ns) "
+                "VALUES (?,?,?,?,?)",
+                (analysis_id, str(rating), rated.correction, rater, rated.rated_at_ns),
+            )
         return rated
 
     def stats(self) -> dict[str, Any]:
         """Counts of the latest rating of each analysis: totals, per pattern, per model."""
         self.flush()
-        with self._lock:
+        with _translated("read the rating stats"), self._lock:
             rows = self._db.execute(
                 "SELECT r.rating, r.correction != '', a.model, a.fallback, a.patterns "
                 "FROM ratings r JOIN analyses a ON a.id = r.analysis_id "
@@ -294,7 +314,7 @@ class Store:
     def rated(self, since_ns: int = 0) -> list[RatedAnalysis]:
         """Every rated, model-written analysis with its latest rating, oldest rating first."""
         self.flush()
-        with self._lock:
+        with _translated("read the ratings"), self._lock:
             rows = self._db.execute(
                 "SELECT a.id, a.prompt_system, a.prompt_user, a.text, a.model, r.rating, "
                 "r.correction, r.rated_at_ns, a.patterns "
@@ -322,7 +342,7 @@ class Store:
 
     def analyses(self, limit: int = 50) -> list[dict[str, Any]]:
         self.flush()
-        with self._lock:
+        with _translated("list the analyses"), self._lock:
             rows = self._db.execute(
                 "SELECT a.id, a.status, a.model, a.fallback, a.incident_ids, a.patterns, "
                 "a.started_at, substr(a.text, 1, 200), "
@@ -347,7 +367,7 @@ class Store:
 
     def analysis(self, analysis_id: str) -> dict[str, Any]:
         self.flush()
-        with self._lock:
+        with _translated("read the analysis"), self._lock:
             row = self._db.execute(
                 "SELECT id, status, model, fallback, incident_ids, patterns, text, reason, "
                 "prompt_system, prompt_user, counters, started_at, finished_at "
