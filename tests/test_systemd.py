@@ -167,3 +167,38 @@ def test_a_wedged_event_loop_stops_the_watchdog_pings(
     healthy, wedged, recovered = asyncio.run(scenario())
     assert healthy >= 5 and recovered >= 5
     assert wedged <= 1  # at most the ping already due when the loop stalled
+
+
+def test_sigterm_under_load_processes_every_accepted_span(
+    daemon_process: Callable[..., DaemonProcess],
+) -> None:
+    """Clients keep sending while SIGTERM arrives: every accepted span is processed, exit 0."""
+    import threading
+
+    proc = daemon_process("--no-llm")
+    proc.wait_ready()
+    target = f"127.0.0.1:{proc.grpc_port}"
+    body = many_spans(2000).SerializeToString()
+    acked = [0, 0, 0]
+    stop = threading.Event()
+
+    def client(n: int) -> None:
+        while not stop.is_set():
+            answer = grpc_export(target, body)
+            if answer.code == grpc.StatusCode.OK:
+                acked[n] += 2000
+            elif answer.code != grpc.StatusCode.UNAVAILABLE:
+                return  # the port has closed
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(3)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.5)
+    assert proc.terminate() == 0
+    stop.set()
+    for thread in threads:
+        thread.join(30)
+    events = [json.loads(line) for line in proc.log().splitlines() if line.startswith("{")]
+    (stopped,) = [e for e in events if e["event"] == "stopped"]
+    assert sum(acked) > 0
+    assert stopped["processed_spans"] == stopped["accepted_spans"] >= sum(acked)

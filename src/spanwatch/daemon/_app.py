@@ -197,6 +197,15 @@ class Daemon:
             await asyncio.to_thread(self.events.shutdown)
         log.info(
             "stopped",
+            accepted_spans=int(
+                sum(
+                    self.registry.get_sample_value(
+                        "spanwatch_receiver_accepted_spans_total", {"transport": t}
+                    )
+                    or 0
+                    for t in ("grpc", "http")
+                )
+            ),
             processed_spans=self.pipeline.processed_spans,
             watermark_ns=self.pipeline.watermark_ns,
         )
