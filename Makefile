@@ -50,6 +50,7 @@ bench: $(STAMP)  ## benchmarks; results under benchmarks/results/
 	$(PY) benchmarks/ingest.py
 	$(PY) benchmarks/fanout.py
 	$(PY) benchmarks/llm_tokens.py
+	$(PY) benchmarks/fuzz.py
 
 clean:
 	rm -rf $(VENV) spanwatch-data spanwatch-demo-data .pytest_cache .mypy_cache .ruff_cache
