@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import sqlite3
 import time
@@ -65,9 +66,12 @@ def test_a_full_disk(rated_daemon: RunningDaemon) -> None:
     status, body = _rate(d, correction="x" * 15_000)  # needs pages the file may not grow
     assert status == 503 and "full" in body["error"]
     for n in range(50):
-        d.daemon.hub.publish(Event.incident(EventType.INCIDENT_OPENED, incident(100 + n)))
-    d.daemon.store.flush()
-    assert d.metric("spanwatch_store_dropped_events") > 0
+        big = dataclasses.replace(incident(100 + n), summary="y" * 5000)  # needs new pages
+        d.daemon.hub.publish(Event.incident(EventType.INCIDENT_OPENED, big))
+    deadline = time.monotonic() + 10  # publishing hands the records over asynchronously
+    while d.metric("spanwatch_store_dropped_events") == 0:
+        assert time.monotonic() < deadline, "no incident record was refused"
+        time.sleep(0.02)
     _still_ingesting(d)
     _pragma(d, "PRAGMA max_page_count = 1073741823")  # room again: ratings work
     assert _rate(d)[0] == 200
