@@ -65,3 +65,29 @@ def test_restart_restores_the_detector_from_its_snapshot(
     second.wait_ready()
     assert _metric(second, "spanwatch_detector_keys") == keys_before
     assert "detector restored" in second.log()
+
+
+def test_after_kill_9_the_periodic_snapshot_is_restored(
+    daemon_process: Callable[..., DaemonProcess],
+) -> None:
+    """No graceful stop: the last periodic snapshot brings the baselines back."""
+    import signal
+    import time
+
+    env = {"SPANWATCH_DETECTOR__SNAPSHOT_INTERVAL": "500ms"}
+    first = daemon_process("--no-llm", env=env)
+    first.wait_ready()
+    simulate(first, "healthy", 300)
+    keys = _metric(first, "spanwatch_detector_keys")
+    snapshot = first.data_dir / "detector.pickle"
+    deadline = time.monotonic() + 10
+    while not snapshot.exists() or snapshot.stat().st_mtime < time.time() - 0.4:
+        assert time.monotonic() < deadline, "no periodic snapshot"
+        time.sleep(0.1)
+    time.sleep(1.2)  # one more periodic save, after the last batch
+    first.proc.send_signal(signal.SIGKILL)
+    first.proc.wait(10)
+    second = daemon_process("--no-llm", env=env)
+    second.wait_ready()
+    assert _metric(second, "spanwatch_detector_keys") == keys > 10
+    assert "detector restored" in second.log()
