@@ -115,6 +115,14 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     )
 
 
+def _tls(pki: Pki, mutual: bool = False) -> dict[str, str]:
+    """Daemon settings for TLS, and for mutual TLS with the test CA."""
+    settings = {"tls.cert_file": str(pki.server_cert), "tls.key_file": str(pki.server_key)}
+    if mutual:
+        settings["tls.client_ca_file"] = str(pki.ca)
+    return settings
+
+
 def _grpc(target: str, pki: Pki, client: str | None) -> grpc.StatusCode:
     cert = key = None
     if client is not None:
@@ -149,7 +157,7 @@ def _https(url: str, pki: Pki, client: str | None) -> int | str:
 
 def test_tls_on_every_listener(make_daemon: Callable[..., RunningDaemon], pki: Pki) -> None:
     """With a certificate set, gRPC, HTTP and WebSocket speak TLS, and plain text is refused."""
-    d = make_daemon(**{"tls.cert_file": str(pki.server_cert), "tls.key_file": str(pki.server_key)})
+    d = make_daemon(**_tls(pki))
     assert _grpc(d.grpc_target, pki, None) == grpc.StatusCode.OK
     with grpc.insecure_channel(d.grpc_target) as channel, pytest.raises(grpc.RpcError):
         channel.unary_unary(EXPORT_METHOD).with_call(BODY, timeout=5)
@@ -172,13 +180,7 @@ def test_mutual_tls_wants_a_client_certificate_from_the_ca(
     make_daemon: Callable[..., RunningDaemon], pki: Pki
 ) -> None:
     """With tls.client_ca_file: no client certificate or a stranger's is refused."""
-    d = make_daemon(
-        **{
-            "tls.cert_file": str(pki.server_cert),
-            "tls.key_file": str(pki.server_key),
-            "tls.client_ca_file": str(pki.ca),
-        }
-    )
+    d = make_daemon(**_tls(pki, mutual=True))
     assert _grpc(d.grpc_target, pki, "client") == grpc.StatusCode.OK
     assert _grpc(d.grpc_target, pki, None) == grpc.StatusCode.UNAVAILABLE
     assert _grpc(d.grpc_target, pki, "stranger") == grpc.StatusCode.UNAVAILABLE
@@ -198,13 +200,7 @@ def test_the_sdk_exporter_sends_over_mutual_tls(
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-    d = make_daemon(
-        **{
-            "tls.cert_file": str(pki.server_cert),
-            "tls.key_file": str(pki.server_key),
-            "tls.client_ca_file": str(pki.ca),
-        }
-    )
+    d = make_daemon(**_tls(pki, mutual=True))
     creds = grpc.ssl_channel_credentials(
         pki.ca.read_bytes(), pki.client_key.read_bytes(), pki.client_cert.read_bytes()
     )
