@@ -1,0 +1,93 @@
+"""Detector memory against the number of active (service, operation) keys.
+
+Feeds a detector windows of traffic spread over N distinct keys (each key seen in every window,
+with latency samples, so every baseline is populated), then reports the process's resident
+memory growth and the bytes per key. Issue target: at most 300 MiB at 100 000 keys.
+
+Usage: python benchmarks/memory.py [--keys 10000 50000 100000] [--windows 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+
+from _common import write_results
+from spanwatch.detect import Detector, Settings
+from spanwatch.model import SpanBatch, SpanKind
+from spanwatch.otlp import resident_bytes
+
+NS = 1_000_000_000
+
+
+def batch_for(keys: int, window: int, per_key: int) -> SpanBatch:
+    start = 1_800_000_000 * NS + window * 10 * NS
+    n = keys * per_key
+    ids = range(window * n, (window + 1) * n)
+    empty = [""] * n
+    return SpanBatch(
+        trace_id=[(i + 1).to_bytes(16, "big") for i in ids],
+        span_id=[(i + 1).to_bytes(8, "big") for i in ids],
+        parent_span_id=[b""] * n,
+        service=[f"svc{(i % keys) // 100}" for i in range(n)],
+        service_version=empty,
+        name=[f"op-{chr(97 + (i % keys) % 26)}{(i % keys) // 26:x}x" for i in range(n)],
+        kind=[SpanKind.SERVER] * n,
+        start_ns=[start + (i % 1000) * 1_000_000 for i in range(n)],
+        end_ns=[
+            start + (i % 1000) * 1_000_000 + 2_000_000 + (i * 7919) % 3_000_000 for i in range(n)
+        ],
+        status_code=[0] * n,
+        status_message=empty,
+        exception_type=empty,
+        exception_message=empty,
+        http_route=empty,
+        http_method=empty,
+        http_status_code=[0] * n,
+        rpc_system=empty,
+        rpc_service=empty,
+        rpc_method=empty,
+        db_system=empty,
+        db_operation=empty,
+        messaging_system=empty,
+        server_address=empty,
+        peer_service=empty,
+    )
+
+
+def measure(keys: int, windows: int, per_key: int) -> dict[str, float]:
+    gc.collect()
+    before = resident_bytes()
+    detector = Detector(Settings(max_keys=max(keys, 100), max_traces=1000))
+    for window in range(windows):
+        detector.process(batch_for(keys, window, per_key))
+    gc.collect()
+    grown = resident_bytes() - before
+    assert detector.tracked_keys == keys, detector.tracked_keys
+    result = {"keys": keys, "rss_growth_mib": grown / 2**20, "bytes_per_key": grown / keys}
+    del detector
+    gc.collect()
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--keys", type=int, nargs="+", default=[10_000, 50_000, 100_000])
+    parser.add_argument("--windows", type=int, default=15)
+    parser.add_argument("--per-key", type=int, default=3, help="spans per key and window")
+    args = parser.parse_args()
+    rows = []
+    for keys in args.keys:
+        row = measure(keys, args.windows, args.per_key)
+        rows.append(row)
+        print(
+            f"{keys:>8,} keys: +{row['rss_growth_mib']:7.1f} MiB resident, "
+            f"{row['bytes_per_key']:8,.0f} bytes per key"
+        )
+    write_results("memory", {"windows": args.windows, "per_key": args.per_key, "rows": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
