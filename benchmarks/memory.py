@@ -25,34 +25,17 @@ def batch_for(keys: int, window: int, per_key: int) -> SpanBatch:
     start = 1_800_000_000 * NS + window * 10 * NS
     n = keys * per_key
     ids = range(window * n, (window + 1) * n)
-    empty = [""] * n
-    return SpanBatch(
+    return SpanBatch.filled(
+        n,
         trace_id=[(i + 1).to_bytes(16, "big") for i in ids],
         span_id=[(i + 1).to_bytes(8, "big") for i in ids],
-        parent_span_id=[b""] * n,
         service=[f"svc{(i % keys) // 100}" for i in range(n)],
-        service_version=empty,
         name=[f"op-{chr(97 + (i % keys) % 26)}{(i % keys) // 26:x}x" for i in range(n)],
         kind=[SpanKind.SERVER] * n,
         start_ns=[start + (i % 1000) * 1_000_000 for i in range(n)],
         end_ns=[
             start + (i % 1000) * 1_000_000 + 2_000_000 + (i * 7919) % 3_000_000 for i in range(n)
         ],
-        status_code=[0] * n,
-        status_message=empty,
-        exception_type=empty,
-        exception_message=empty,
-        http_route=empty,
-        http_method=empty,
-        http_status_code=[0] * n,
-        rpc_system=empty,
-        rpc_service=empty,
-        rpc_method=empty,
-        db_system=empty,
-        db_operation=empty,
-        messaging_system=empty,
-        server_address=empty,
-        peer_service=empty,
     )
 
 

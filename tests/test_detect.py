@@ -137,32 +137,15 @@ def test_state_stays_bounded_under_a_million_distinct_names() -> None:
     for chunk in range(100):
         ids = range(chunk * size, (chunk + 1) * size)
         starts = [start + n * 1_000_000 for n in ids]
-        empty = [""] * size
-        batch = SpanBatch(
+        batch = SpanBatch.filled(
+            size,
             trace_id=[(n + 1).to_bytes(16, "big") for n in ids],
             span_id=[(n + 1).to_bytes(8, "big") for n in ids],
-            parent_span_id=[b""] * size,
             service=["svc"] * size,
-            service_version=empty,
             name=["op-" + "".join(letters[(n // 26**k) % 26] for k in range(5)) for n in ids],
             kind=[SpanKind.SERVER] * size,
             start_ns=starts,
             end_ns=[t + 500_000 for t in starts],
-            status_code=[0] * size,
-            status_message=empty,
-            exception_type=empty,
-            exception_message=empty,
-            http_route=empty,
-            http_method=empty,
-            http_status_code=[0] * size,
-            rpc_system=empty,
-            rpc_service=empty,
-            rpc_method=empty,
-            db_system=empty,
-            db_operation=empty,
-            messaging_system=empty,
-            server_address=empty,
-            peer_service=empty,
         )
         detector.process(batch)
     assert detector.tracked_keys <= 2000

@@ -125,6 +125,22 @@ class SpanBatch:
             getattr(self, name).append(getattr(span, name))
 
     @classmethod
+    def filled(cls, count: int, **columns: list[Any]) -> SpanBatch:
+        """A batch of ``count`` spans: the given columns, every other one empty (``""``, 0)."""
+        unknown = set(columns) - set(_FIELDS)
+        if unknown:
+            raise TypeError(f"no such columns: {', '.join(sorted(unknown))}")
+        for name, values in columns.items():
+            if len(values) != count:
+                raise ValueError(f"column {name} has {len(values)} values, not {count}")
+        return cls(
+            **{
+                name: columns[name] if name in columns else [_EMPTY[name]] * count
+                for name in _FIELDS
+            }
+        )
+
+    @classmethod
     def from_spans(cls, spans: list[Span]) -> SpanBatch:
         batch = cls()
         for span in spans:
@@ -142,3 +158,7 @@ class SpanBatch:
 # Span and SpanBatch list the same fields in the same order.
 _FIELDS = tuple(f.name for f in fields(Span))
 assert tuple(f.name for f in fields(SpanBatch)) == _FIELDS
+# The empty value of each column, from Span's annotations ("bytes", "int" or "str").
+_EMPTY: dict[str, Any] = {
+    f.name: {"bytes": b"", "int": 0, "str": ""}[str(f.type)] for f in fields(Span)
+}
