@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter, OrderedDict, defaultdict, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 from spanwatch.model import (
@@ -585,7 +585,7 @@ class Detector:
                     evidence = Evidence(
                         lead.metric, round(lead.observed, 6), round(lead.baseline, 6), lead.unit
                     )
-                current.incident = _replace(
+                current.incident = replace(
                     old,
                     severity=min(severity, old.severity),
                     services=merged,
@@ -596,7 +596,7 @@ class Detector:
                 events.append(Event.incident(EventType.INCIDENT_UPDATED, current.incident))
         for root, current in list(self._open.items()):
             if window - current.last_window >= self.settings.quiet_windows:
-                resolved = _replace(
+                resolved = replace(
                     current.incident, resolved_at_ns=(current.last_window + 1) * self._w
                 )
                 del self._open[root]
@@ -675,12 +675,6 @@ def _lead_finding(
     if not matching and strict:
         return None
     return max(matching or group.findings, key=lambda kf: (kf[1].magnitude, kf[1].affected))
-
-
-def _replace(incident: Incident, **changes: object) -> Incident:
-    from dataclasses import replace
-
-    return replace(incident, **changes)  # type: ignore[arg-type]
 
 
 def _summary(pattern: Pattern, root: Operation, finding: Finding) -> str:
