@@ -192,8 +192,9 @@ def daemon_process(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
         proc.close()
 
 
-def simulate(proc: DaemonProcess, scenario: str, duration: int, seed: int = 3) -> None:
-    """Send ``spanwatch simulate`` traffic to a daemon subprocess as fast as it goes."""
+def simulate(proc: DaemonProcess | str, scenario: str, duration: int, seed: int = 3) -> None:
+    """Send ``spanwatch simulate`` traffic to a daemon process or a gRPC target, at full speed."""
+    target = proc if isinstance(proc, str) else f"127.0.0.1:{proc.grpc_port}"
     done = subprocess.run(
         [
             sys.executable,
@@ -201,7 +202,7 @@ def simulate(proc: DaemonProcess, scenario: str, duration: int, seed: int = 3) -
             "spanwatch.cli",
             "simulate",
             "--target",
-            f"127.0.0.1:{proc.grpc_port}",
+            target,
             "--speed",
             "0",
             "--scenario",
