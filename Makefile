@@ -46,11 +46,20 @@ demo: $(STAMP)  ## a daemon fed with simulated faults: watch http://127.0.0.1:87
 eval: $(STAMP)  ## score the detector on labelled simulated faults
 	$(VENV)/bin/spanwatch eval $(ARGS)
 
-bench: $(STAMP)  ## benchmarks; results under benchmarks/results/
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)  ## benchmarks; a table and plots under benchmarks/results/
 	$(PY) benchmarks/ingest.py
+	$(PY) benchmarks/memory.py
+	$(PY) benchmarks/latency.py
 	$(PY) benchmarks/fanout.py
 	$(PY) benchmarks/llm_tokens.py
 	$(PY) benchmarks/fuzz.py
+	$(PY) benchmarks/report.py
 
 clean:
 	rm -rf $(VENV) spanwatch-data spanwatch-demo-data .pytest_cache .mypy_cache .ruff_cache

@@ -19,12 +19,15 @@ import json
 import multiprocessing
 import os
 import random
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 
 import grpc
 import psutil
@@ -35,21 +38,25 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from _common import RESULTS, free_port, write_results
+from _common import free_port, write_results
 
 METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 SPANS_PER_REQUEST = 8192
+WARM_UP = 3
 
 
-def build_request(spans: int = SPANS_PER_REQUEST, seed: int = 7) -> bytes:
+def build_request(spans: int = SPANS_PER_REQUEST, seed: int = 7, index: int = 0) -> bytes:
     """A request shaped like real instrumentation: several services, traces of ~8 spans,
-    server and client spans with current semantic-convention attributes, a few errors."""
-    rng = random.Random(seed)
+    server and client spans with current semantic-convention attributes, a few errors.
+    Request ``index`` covers the next 1.4 s of event time, so a sequence of them is traffic
+    moving forward in time (the detector closes a window every few requests), not the same
+    spans again, which a detector would drop as late."""
+    rng = random.Random(seed * 1_000_003 + index)
     services = ["frontend", "checkout", "cart", "payments", "inventory", "shipping"]
     routes = ["/api/cart/{id}", "/api/checkout", "/api/items", "/api/ship/{id}"]
     request = ExportTraceServiceRequest()
     per_service = spans // len(services)
-    start = 1_700_000_000_000_000_000
+    start = 1_700_000_000_000_000_000 + index * (per_service + spans % len(services)) * 1_000_000
     for s, service in enumerate(services):
         rs = request.resource_spans.add()
         for key, value in (
@@ -155,13 +162,13 @@ def serve_reference(mode: str, port: int) -> None:
 # --- clients -------------------------------------------------------------------------------
 
 
-def client(target: str, body: bytes, requests: int, results: multiprocessing.Queue) -> None:
+def client(target: str, bodies: list[bytes], results: multiprocessing.Queue) -> None:
     ok = busy = 0
     with grpc.insecure_channel(target, options=[("grpc.max_send_message_length", 64 << 20)]) as ch:
         call = ch.unary_unary(METHOD)
-        while ok < requests:
+        while ok < len(bodies):
             try:
-                call(body, timeout=60)
+                call(bodies[ok], timeout=60)
                 ok += 1
             except grpc.RpcError as exc:
                 if exc.code() != grpc.StatusCode.UNAVAILABLE:
@@ -184,36 +191,38 @@ def wait_port(port: int, timeout: float = 30) -> None:
 def measure(
     proc: psutil.Process,
     target: str,
-    body: bytes,
+    bodies: list[bytes],
     clients: int,
-    requests: int,
-    settle: object = None,
+    settle: Callable[[], None] | None = None,
 ) -> dict[str, float]:
+    """Send ``bodies`` (the first WARM_UP as a warm-up, the rest measured) from ``clients``
+    processes, client c taking every clients-th request, so event time moves forward."""
     # Warm up: connections, caches, the allocator.
     q: multiprocessing.Queue = multiprocessing.Queue()
-    warm = multiprocessing.Process(target=client, args=(target, body, 3, q))
+    warm = multiprocessing.Process(target=client, args=(target, bodies[:WARM_UP], q))
     warm.start()
     warm.join()
     q.get()
-    if callable(settle):
+    if settle is not None:
         settle()
     before = proc.cpu_times()
     t0 = time.perf_counter()
+    measured = bodies[WARM_UP:]
     workers = [
-        multiprocessing.Process(target=client, args=(target, body, requests, q))
-        for _ in range(clients)
+        multiprocessing.Process(target=client, args=(target, measured[c::clients], q))
+        for c in range(clients)
     ]
     for w in workers:
         w.start()
     for w in workers:
         w.join()
-    if callable(settle):
+    if settle is not None:
         settle()  # count the CPU the daemon spends processing what it accepted
     wall = time.perf_counter() - t0
     after = proc.cpu_times()
     busy = sum(q.get()[1] for _ in workers)
     cpu = (after.user - before.user) + (after.system - before.system)
-    spans = clients * requests * SPANS_PER_REQUEST
+    spans = len(measured) * SPANS_PER_REQUEST
     return {
         "spans": spans,
         "cpu_s": cpu,
@@ -223,7 +232,7 @@ def measure(
     }
 
 
-def daemon_settler(http_port: int) -> object:
+def daemon_settler(http_port: int) -> Callable[[], None]:
     def settle() -> None:
         # Wait until every accepted span has gone through the pipeline.
         while True:
@@ -233,6 +242,15 @@ def daemon_settler(http_port: int) -> object:
             time.sleep(0.02)
 
     return settle
+
+
+def late_spans(http_port: int) -> float:
+    """Spans the daemon's detector dropped as late: they would have been skipped, not judged."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics") as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("spanwatch_detector_late_spans "):
+                return float(line.split()[1])
+    return 0.0
 
 
 def main() -> int:
@@ -247,9 +265,9 @@ def main() -> int:
         serve_reference(args.serve_reference, args.port)
         return 0
 
-    body = build_request()
+    bodies = [build_request(index=i) for i in range(WARM_UP + args.clients * args.requests)]
     print(
-        f"request: {SPANS_PER_REQUEST} spans, {len(body)} bytes; "
+        f"requests: {SPANS_PER_REQUEST} spans, {len(bodies[0])} bytes; "
         f"{args.clients} clients x {args.requests} requests x {args.rounds} rounds"
     )
     receivers: dict[str, tuple[list[str], int, int | None]] = {}
@@ -271,8 +289,6 @@ def main() -> int:
             f"127.0.0.1:{gport}",
             "--http-listen",
             f"127.0.0.1:{hport}",
-            "--data-dir",
-            str(RESULTS / ".bench-data"),
         ],
         gport,
         hport,
@@ -285,6 +301,9 @@ def main() -> int:
         order = list(receivers) if round_no % 2 == 0 else list(reversed(receivers))
         for name in order:
             command, port, http_port = receivers[name]
+            if http_port:  # a fresh daemon each time: no snapshot of the last run's event time
+                data_dir = tempfile.mkdtemp(prefix="spanwatch-bench-")
+                command = [*command, "--data-dir", data_dir]
             proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
             try:
                 wait_port(port)
@@ -292,19 +311,23 @@ def main() -> int:
                 result = measure(
                     psutil.Process(proc.pid),
                     f"127.0.0.1:{port}",
-                    body,
+                    bodies,
                     args.clients,
-                    args.requests,
                     settle,
                 )
+                if http_port:
+                    result["late_spans"] = late_spans(http_port)
             finally:
                 proc.terminate()
                 proc.wait(30)
+                if http_port:
+                    shutil.rmtree(data_dir, ignore_errors=True)
             figures[name].append(result["spans_per_cpu_s"])
             print(
                 f"  round {round_no + 1} {name:18s} {result['spans_per_cpu_s']:>12,.0f} "
                 f"spans/CPU-s  (cpu {result['cpu_s']:.2f}s, wall {result['wall_s']:.2f}s, "
-                f"retries {result['retries']:.0f})"
+                f"retries {result['retries']:.0f}"
+                + (f", late spans {result['late_spans']:.0f})" if "late_spans" in result else ")")
             )
 
     median = {name: statistics.median(v) for name, v in figures.items()}

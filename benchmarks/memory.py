@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import gc
 import sys
+from collections.abc import Iterator
 
 from _common import write_results
 from spanwatch.detect import Detector, Settings
@@ -19,22 +20,31 @@ from spanwatch.model import SpanBatch, SpanKind
 from spanwatch.otlp import resident_bytes
 
 NS = 1_000_000_000
+REQUEST_SPANS = 8192
 
 
-def batch_for(keys: int, window: int, per_key: int) -> SpanBatch:
+def batches_for(keys: int, window: int, per_key: int) -> Iterator[SpanBatch]:
+    """One window of traffic, in 8192-span batches as a collector would send it."""
+    n = keys * per_key
+    for first in range(0, n, REQUEST_SPANS):
+        yield batch_for(keys, window, per_key, first, min(n, first + REQUEST_SPANS))
+
+
+def batch_for(keys: int, window: int, per_key: int, first: int, last: int) -> SpanBatch:
     start = 1_800_000_000 * NS + window * 10 * NS
     n = keys * per_key
-    ids = range(window * n, (window + 1) * n)
+    ids = range(window * n + first, window * n + last)
+    span_range = range(first, last)
     return SpanBatch.filled(
-        n,
+        last - first,
         trace_id=[(i + 1).to_bytes(16, "big") for i in ids],
         span_id=[(i + 1).to_bytes(8, "big") for i in ids],
-        service=[f"svc{(i % keys) // 100}" for i in range(n)],
-        name=[f"op-{chr(97 + (i % keys) % 26)}{(i % keys) // 26:x}x" for i in range(n)],
-        kind=[SpanKind.SERVER] * n,
-        start_ns=[start + (i % 1000) * 1_000_000 for i in range(n)],
+        service=[f"svc{(i % keys) // 100}" for i in span_range],
+        name=[f"op-{chr(97 + (i % keys) % 26)}{(i % keys) // 26:x}x" for i in span_range],
+        kind=[SpanKind.SERVER] * (last - first),
+        start_ns=[start + (i % 1000) * 1_000_000 for i in span_range],
         end_ns=[
-            start + (i % 1000) * 1_000_000 + 2_000_000 + (i * 7919) % 3_000_000 for i in range(n)
+            start + (i % 1000) * 1_000_000 + 2_000_000 + (i * 7919) % 3_000_000 for i in span_range
         ],
     )
 
@@ -44,7 +54,8 @@ def measure(keys: int, windows: int, per_key: int) -> dict[str, float]:
     before = resident_bytes()
     detector = Detector(Settings(max_keys=max(keys, 100), max_traces=1000))
     for window in range(windows):
-        detector.process(batch_for(keys, window, per_key))
+        for batch in batches_for(keys, window, per_key):
+            detector.process(batch)
     gc.collect()
     grown = resident_bytes() - before
     assert detector.tracked_keys == keys, detector.tracked_keys

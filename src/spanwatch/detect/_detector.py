@@ -133,6 +133,7 @@ class Detector:
         if self._closed < 0 and n:
             self._closed = min(ends) // w - 1
         events: list[Event] = []
+        batch_keys: dict[tuple[str, str, str, int], Key] = {}
         for i in order:
             end = ends[i]
             if end > watermark:
@@ -151,12 +152,16 @@ class Detector:
             if version:
                 self._versions[service] = version
             kind = cols.kind[i]
-            key = Key(
-                cols.service[i], keys.operation_of(cols.name[i], cols.http_route[i], kind), kind
-            )
-            evicted = keys.touch(key)
-            if evicted is not None:
-                self._forget(evicted)
+            # A batch holds few distinct keys: each is templated and touched once per batch.
+            ident = (service, cols.name[i], cols.http_route[i], kind)
+            key = batch_keys.get(ident)
+            if key is None:
+                key = Key(service, keys.operation_of(ident[1], ident[2], kind), kind)
+                evicted = keys.touch(key)
+                if evicted is not None:
+                    self._forget(evicted)
+                    batch_keys.clear()  # the evicted key may be one of them: touch again
+                batch_keys[ident] = key
             error = cols.status_code[i] == StatusCode.ERROR
             signature = ""
             if error:
@@ -281,7 +286,7 @@ class Detector:
         stats = self._stats.get(key)
         baseline_rate = stats.error_rate() if stats is not None else 0.0
         out = []
-        for signature, count in acc.signatures.items():
+        for signature, count in (acc.signatures or {}).items():
             if signature in known or self._common_elsewhere(signature, key.service):
                 continue
             if learning:
@@ -405,7 +410,7 @@ class Detector:
         if acc is None:
             return Operation(key.service, key.operation), False, False, []
         if finding.family == "latency":
-            examples = [(t, sp) for _, t, sp in sorted(acc.slowest, reverse=True)]
+            examples = [(t, sp) for _, t, sp in acc.slowest]
             step = self._slow_child
         else:
             examples = acc.example_ids(errors=True)

@@ -13,12 +13,24 @@ import math
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-from ddsketch import DDSketch
+from ddsketch.ddsketch import BaseDDSketch
+from ddsketch.mapping import LogarithmicMapping
+from ddsketch.store import DenseStore
 
 from ._settings import Settings
 
 SKETCH_ACCURACY = 0.05
 RESERVOIR = 256
+# What every sketch shares: the bucket mapping, and an empty store for the negative values
+# durations never have. Each sketch's own store grows in small steps: a key's latencies
+# usually span a few dozen buckets, and 100 000 keys hold four sketches each.
+_MAPPING = LogarithmicMapping(SKETCH_ACCURACY)
+_NO_NEGATIVES = DenseStore()
+_CHUNK = 8
+
+
+def _sketch() -> BaseDDSketch:
+    return BaseDDSketch(_MAPPING, DenseStore(_CHUNK), _NO_NEGATIVES, 0.0)
 
 
 def chernoff_upper(k: int, n: int, p: float) -> float:
@@ -48,45 +60,62 @@ class WindowAcc:
     """What one key did in one window.
 
     Samples are chosen by span id (the smallest ids win), not by arrival order, so the same
-    spans give the same window whatever order or batching they came in.
+    spans give the same window whatever order or batching they came in. Every key has one of
+    these per open window, so what most windows never need (error bookkeeping, a separate
+    slowest-spans heap) is made only when needed.
     """
 
     count: int = 0
     errors: int = 0
-    # bottom-k sample of durations: a max-heap of (-rank, duration) on the span id's rank
-    sample: list[tuple[int, int]] = field(default_factory=list)
-    signatures: Counter[str] = field(default_factory=Counter)
-    examples: list[tuple[bytes, bytes]] = field(default_factory=list)  # (span, trace) by span id
-    error_examples: list[tuple[bytes, bytes]] = field(default_factory=list)
-    slowest: list[tuple[int, bytes, bytes]] = field(default_factory=list)  # (duration, trace, span)
+    # bottom-k sample on the span id's rank: a max-heap of (-rank, duration, trace id, span id)
+    sample: list[tuple[int, int, bytes, bytes]] = field(default_factory=list)
+    signatures: Counter[str] | None = None
+    error_examples: list[tuple[bytes, bytes]] | None = None  # (span, trace), smallest span ids
+    # (duration, trace, span) min-heap of the 8 slowest, kept apart from the sample only once
+    # the sample has dropped a span: until then every span is in the sample.
+    overflow_slowest: list[tuple[int, bytes, bytes]] | None = None
 
     @property
     def durations(self) -> list[int]:
-        return [d for _, d in self.sample]
+        return [entry[1] for entry in self.sample]
+
+    @property
+    def slowest(self) -> list[tuple[int, bytes, bytes]]:
+        """The 8 slowest spans as (duration, trace id, span id), slowest first."""
+        if self.overflow_slowest is not None:
+            return sorted(self.overflow_slowest, reverse=True)
+        return heapq.nlargest(8, ((d, trace, span) for _, d, trace, span in self.sample))
 
     def add(self, duration: int, error_signature: str, trace_id: bytes, span_id: bytes) -> None:
         self.count += 1
-        rank = int.from_bytes(span_id, "big")
+        entry = (-int.from_bytes(span_id, "big"), duration, trace_id, span_id)
         sample = self.sample
         if len(sample) < RESERVOIR:
-            heapq.heappush(sample, (-rank, duration))
-        elif -rank > sample[0][0]:
-            heapq.heapreplace(sample, (-rank, duration))
-        _keep_smallest(self.examples, (span_id, trace_id), 5)
-        slowest = self.slowest
-        if len(slowest) < 8:
-            heapq.heappush(slowest, (duration, trace_id, span_id))
-        elif (duration, trace_id, span_id) > slowest[0]:
-            heapq.heapreplace(slowest, (duration, trace_id, span_id))
+            heapq.heappush(sample, entry)
+        else:
+            slowest = self.overflow_slowest
+            if slowest is None:
+                slowest = self.overflow_slowest = self.slowest
+                heapq.heapify(slowest)
+            if entry[0] > sample[0][0]:
+                heapq.heapreplace(sample, entry)
+            if len(slowest) < 8:
+                heapq.heappush(slowest, (duration, trace_id, span_id))
+            elif (duration, trace_id, span_id) > slowest[0]:
+                heapq.heapreplace(slowest, (duration, trace_id, span_id))
         if error_signature:
             self.errors += 1
+            if self.signatures is None or self.error_examples is None:
+                self.signatures, self.error_examples = Counter(), []
             self.signatures[error_signature] += 1
             _keep_smallest(self.error_examples, (span_id, trace_id), 20)
 
     def example_ids(self, errors: bool = False) -> list[tuple[bytes, bytes]]:
-        """(trace id, span id) pairs, in span id order."""
-        chosen = self.error_examples if errors else self.examples
-        return [(trace, span) for span, trace in sorted(chosen)]
+        """(trace id, span id) pairs, in span id order: 20 of the errors, or 5 of all spans."""
+        if errors:
+            return [(trace, span) for span, trace in sorted(self.error_examples or ())]
+        smallest = heapq.nsmallest(5, ((span, trace) for _, _, trace, span in self.sample))
+        return [(trace, span) for span, trace in smallest]
 
 
 def _keep_smallest(items: list[tuple[bytes, bytes]], item: tuple[bytes, bytes], limit: int) -> None:
@@ -109,17 +138,17 @@ class Sketches:
     __slots__ = ("current", "epoch_windows", "previous", "windows")
 
     def __init__(self, epoch_windows: int) -> None:
-        self.current = DDSketch(SKETCH_ACCURACY)
-        self.previous: DDSketch | None = None
+        self.current = _sketch()
+        self.previous: BaseDDSketch | None = None
         self.windows = 0
         self.epoch_windows = epoch_windows
 
     def learn(self, durations: list[int]) -> None:
         for d in durations:
-            self.current.add(float(d))
+            self.current.add(float(max(d, 0)))
         self.windows += 1
         if self.windows >= self.epoch_windows:
-            self.previous, self.current = self.current, DDSketch(SKETCH_ACCURACY)
+            self.previous, self.current = self.current, _sketch()
             self.windows = 0
 
     def count(self) -> float:
@@ -131,7 +160,7 @@ class Sketches:
         elif self.current.count < 50:
             value = self.previous.get_quantile_value(q)
         else:
-            merged = DDSketch(SKETCH_ACCURACY)
+            merged = _sketch()
             merged.merge(self.previous)
             merged.merge(self.current)
             value = merged.get_quantile_value(q)
@@ -176,7 +205,7 @@ class KeyStats:
         self.fast = Sketches(fast_epoch)
         self.slow = Sketches(slow_epoch)
         self.low_streak: list[float] = [0.0, 0.0]  # observed, expected over a low-traffic run
-        self.drift_ring: deque[tuple[int, int, float]] = deque(maxlen=18)
+        self.drift_ring: deque[tuple[int, int, float]] | None = None  # made when first needed
         self._quantiles: tuple[float, float] | None = None
 
     def quantiles(self) -> tuple[float, float]:
@@ -254,12 +283,15 @@ class KeyStats:
             elif self.slow.count() >= settings.min_latency_samples:
                 slow_p75 = self.slow.quantile(0.75)
                 slow_p50 = self.slow.quantile(0.5)
-                self.drift_ring.append((m, sum(1 for d in durations if d > slow_p75), median))
-                total = sum(r[0] for r in self.drift_ring)
-                high = sum(r[1] for r in self.drift_ring)
-                recent = [r[2] for r in list(self.drift_ring)[-6:]]
+                ring = self.drift_ring
+                if ring is None:
+                    ring = self.drift_ring = deque(maxlen=18)
+                ring.append((m, sum(1 for d in durations if d > slow_p75), median))
+                total = sum(r[0] for r in ring)
+                high = sum(r[1] for r in ring)
+                recent = [r[2] for r in list(ring)[-6:]]
                 if (
-                    len(self.drift_ring) >= 6
+                    len(ring) >= 6
                     and high / total >= 0.6
                     and chernoff_upper(high, total, 0.3) < settings.p_value
                     and min(recent) > 1.25 * slow_p50
