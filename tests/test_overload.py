@@ -94,9 +94,13 @@ def test_sdk_exporter_retries_through_overload_until_every_span_lands(
             pass
     spans = memory.get_finished_spans()
     chunks = [spans[i * QUEUE : (i + 1) * QUEUE] for i in range(senders)]
-    exporter = OTLPSpanExporter(endpoint=d.grpc_target, insecure=True, timeout=30)
+    # One exporter per sender, as each SDK pipeline has its own: on UNAVAILABLE the exporter
+    # closes and reopens its channel, which another thread's export must not be using.
+    exporters = [
+        OTLPSpanExporter(endpoint=d.grpc_target, insecure=True, timeout=30) for _ in chunks
+    ]
     with ThreadPoolExecutor(senders) as pool:
-        results = list(pool.map(exporter.export, chunks))
+        results = list(pool.map(lambda e, c: e.export(c), exporters, chunks))
     assert results == [SpanExportResult.SUCCESS] * senders
     assert d.metric("spanwatch_receiver_refused_spans_total", transport="grpc") > 0
     assert d.metric("spanwatch_receiver_accepted_spans_total", transport="grpc") == len(spans)

@@ -4,7 +4,7 @@ This package is the only place protobuf types of OTLP appear; everything past it
 :class:`spanwatch.model.SpanBatch`.
 """
 
-from ._decode import DecodeResult, decode_request, parse_json, parse_protobuf
+from ._decode import DecodeResult, decode_protobuf, decode_request, parse_json, parse_protobuf
 from ._encode import encode_batch
 from ._errors import (
     MalformedPayload,
@@ -34,6 +34,7 @@ __all__ = [
     "ReceiverMetrics",
     "Unauthenticated",
     "auth_middleware",
+    "decode_protobuf",
     "decode_request",
     "encode_batch",
     "parse_json",

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from spanwatch.model import SpanBatch
 
-from ._decode import decode_request, parse_json, parse_protobuf
+from ._decode import decode_protobuf, decode_request, parse_json
 from ._errors import Overloaded, ReceiverError
 from ._memory import MemoryGuard
 from ._metrics import ReceiverMetrics
@@ -36,8 +36,7 @@ class Ingest:
         metrics = self._metrics
         metrics.received_bytes.labels(transport).inc(len(body))
         try:
-            request = parse_json(body) if is_json else parse_protobuf(body)
-            result = decode_request(request)
+            result = decode_request(parse_json(body)) if is_json else decode_protobuf(body)
             batch = result.batch
             if batch and self._memory.over():
                 metrics.refused_spans.labels(transport).inc(len(batch) + result.refused)
