@@ -13,7 +13,7 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from spanwatch.otlp import MalformedPayload, decode_request, parse_json, parse_protobuf
+    from spanwatch.otlp import MalformedPayload, decode_protobuf, decode_request, parse_json
 
 
 def one_input(data: bytes) -> None:
@@ -21,10 +21,12 @@ def one_input(data: bytes) -> None:
         return
     as_json, body = data[0] & 1, data[1:]
     try:
-        request = parse_json(body) if as_json else parse_protobuf(body)
+        if as_json:
+            decode_request(parse_json(body))
+        else:
+            decode_protobuf(body)
     except MalformedPayload:
         return
-    decode_request(request)
 
 
 if __name__ == "__main__":

@@ -69,13 +69,16 @@ def build_request(spans: int = SPANS_PER_REQUEST, seed: int = 7, index: int = 0)
         ss = rs.scope_spans.add()
         ss.scope.name = "opentelemetry.instrumentation.http"
         for i in range(per_service + (spans % len(services) if s == 0 else 0)):
-            trace = rng.getrandbits(128).to_bytes(16, "big")
+            if i % 8 == 0:  # a new trace: its root, then 7 children
+                trace = rng.getrandbits(128).to_bytes(16, "big")
+                parent = b""
+            span_id = rng.getrandbits(64).to_bytes(8, "big")
             t0 = start + i * 1_000_000
             is_client = i % 2 == 1
             span = Span(
                 trace_id=trace,
-                span_id=rng.getrandbits(64).to_bytes(8, "big"),
-                parent_span_id=rng.getrandbits(64).to_bytes(8, "big") if i % 8 else b"",
+                span_id=span_id,
+                parent_span_id=parent,
                 name=f"GET {routes[i % len(routes)]}" if not is_client else "SELECT orders",
                 kind=3 if is_client else 2,
                 start_time_unix_nano=t0,
@@ -108,6 +111,7 @@ def build_request(spans: int = SPANS_PER_REQUEST, seed: int = 7, index: int = 0)
                 )
                 span.attributes.append(KeyValue(key=key, value=any_value))
             ss.spans.append(span)
+            parent = span_id
     return request.SerializeToString()
 
 

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from spanwatch.otlp import MalformedPayload, decode_request, parse_json, parse_protobuf
+from spanwatch.otlp import MalformedPayload, decode_protobuf, decode_request, parse_json
+from spanwatch.otlp._decode import NATIVE
 from tests.conftest import RunningDaemon
 from tests.otlp_client import http_request
 from tests.otlp_payloads import many_spans
@@ -88,12 +89,23 @@ def _mutate(data: bytes, edits: list[tuple[int, int]]) -> bytes:
 
 
 def decode_any(body: bytes, as_json: bool) -> None:
-    """The property: a body decodes, or is refused as malformed; nothing else."""
-    try:
-        request = parse_json(body) if as_json else parse_protobuf(body)
-    except MalformedPayload:
+    """The property: a body decodes, or is refused as malformed; nothing else. A protobuf body
+    decodes alike by the C fast path and by protobuf."""
+    if as_json:
+        try:
+            request = parse_json(body)
+        except MalformedPayload:
+            return
+        decode_request(request)
         return
-    decode_request(request)
+    outcomes = []
+    for native in {NATIVE, False}:
+        try:
+            result = decode_protobuf(body, native=native)
+            outcomes.append((result.batch.columns(), result.refused, result.reason))
+        except MalformedPayload as exc:
+            outcomes.append(str(exc))
+    assert all(o == outcomes[0] for o in outcomes)
 
 
 @FUZZ

@@ -34,6 +34,12 @@ from ._settings import Settings
 from ._stats import Finding, KeyStats, WindowAcc, chernoff_upper
 
 _CLIENTS = (SpanKind.CLIENT, SpanKind.PRODUCER)
+# Plain ints and a plain tuple constructor for the per-span loop (enum comparisons and
+# NamedTuple's Python-level __new__ cost more than the rest of a span's work).
+_CLIENT_KINDS = frozenset(int(k) for k in _CLIENTS)
+_ERROR = int(StatusCode.ERROR)
+_NO_DEPENDENCY = ("", "")
+_new_span = tuple.__new__
 _DEPLOY_HORIZON_NS = 30 * 60 * 1_000_000_000  # deploys this long before an incident matter
 # Lower is more specific: an open incident takes a more specific pattern when evidence for it
 # arrives (e.g. errors first, then the retries behind them).
@@ -100,6 +106,8 @@ class Detector:
         self._closed = -1  # index of the last closed window; -1 before the first span
         self.watermark_ns = 0
         self._traces: OrderedDict[bytes, list[_Span]] = OrderedDict()
+        # the traces each open window has spans of, in the order they first did
+        self._window_traces: dict[int, dict[bytes, None]] = {}
         self._parents: dict[Key, set[Key]] = defaultdict(set)
         self._known_errors: dict[str, set[str]] = defaultdict(set)
         self._new_errors: dict[tuple[str, str], int] = {}  # (service, signature) -> first window
@@ -121,20 +129,22 @@ class Detector:
         """
         w = self._w
         lateness = int(self.settings.lateness_s * 1e9)
-        keys, windows, traces = self._keys, self._windows, self._traces
-        settings = self.settings
-        cols = batch
-        ends = cols.end_ns
+        keys, windows, traces, versions = self._keys, self._windows, self._traces, self._versions
+        max_traces = self.settings.max_traces
+        max_spans = self.settings.max_spans_per_trace
+        b = batch
+        ends, starts, services, svc_versions = b.end_ns, b.start_ns, b.service, b.service_version
+        names, routes, kinds, codes = b.name, b.http_route, b.kind, b.status_code
+        trace_ids, span_ids, parents = b.trace_id, b.span_id, b.parent_span_id
         n = len(ends)
-        order: range | list[int] = range(n)
-        if any(ends[i] > ends[i + 1] for i in range(n - 1)):
-            order = sorted(order, key=ends.__getitem__)
         watermark = self.watermark_ns
         if self._closed < 0 and n:
             self._closed = min(ends) // w - 1
         events: list[Event] = []
+        # A batch holds few distinct keys: each is templated and touched once per batch.
         batch_keys: dict[tuple[str, str, str, int], Key] = {}
-        for i in order:
+        bucket_window, bucket, touched = -1, {}, {}
+        for i in sorted(range(n), key=ends.__getitem__):
             end = ends[i]
             if end > watermark:
                 watermark = end
@@ -145,15 +155,14 @@ class Detector:
             if window <= self._closed:
                 self.late_spans += 1
                 continue
-            service = cols.service[i]
-            version = cols.service_version[i]
-            if version and self._versions.get(service, version) != version:
-                self._deploys.append(Deploy(service, self._versions[service], version, end))
+            service = services[i]
+            version = svc_versions[i]
             if version:
-                self._versions[service] = version
-            kind = cols.kind[i]
-            # A batch holds few distinct keys: each is templated and touched once per batch.
-            ident = (service, cols.name[i], cols.http_route[i], kind)
+                if versions.get(service, version) != version:
+                    self._deploys.append(Deploy(service, versions[service], version, end))
+                versions[service] = version
+            kind = kinds[i]
+            ident = (service, names[i], routes[i], kind)
             key = batch_keys.get(ident)
             if key is None:
                 key = Key(service, keys.operation_of(ident[1], ident[2], kind), kind)
@@ -162,35 +171,36 @@ class Detector:
                     self._forget(evicted)
                     batch_keys.clear()  # the evicted key may be one of them: touch again
                 batch_keys[ident] = key
-            error = cols.status_code[i] == StatusCode.ERROR
+            error = codes[i] == _ERROR
             signature = ""
             if error:
-                signature = cols.exception_type[i] or template(cols.status_message[i][:80])
+                signature = b.exception_type[i] or template(b.status_message[i][:80])
                 signature = signature or "error"
-            duration = end - cols.start_ns[i]
-            trace_id, span_id = cols.trace_id[i], cols.span_id[i]
-            bucket = windows.get(window)
-            if bucket is None:
-                bucket = windows[window] = {}
+            duration = end - starts[i]
+            trace_id, span_id = trace_ids[i], span_ids[i]
+            if window != bucket_window:
+                bucket_window, bucket = window, windows.setdefault(window, {})
+                touched = self._window_traces.setdefault(window, {})
+            touched[trace_id] = None
             acc = bucket.get(key)
             if acc is None:
                 acc = bucket[key] = WindowAcc()
             acc.add(duration, signature, trace_id, span_id)
-            dependency = ("", "")
-            if kind in _CLIENTS:
-                target = cols.peer_service[i] or cols.server_address[i]
-                if target and (
-                    cols.db_system[i] or cols.messaging_system[i] or not cols.rpc_system[i]
-                ):
-                    dependency = (target, cols.db_operation[i] or key.operation)
+            dependency = _NO_DEPENDENCY
+            if kind in _CLIENT_KINDS:
+                target = b.peer_service[i] or b.server_address[i]
+                if target and (b.db_system[i] or b.messaging_system[i] or not b.rpc_system[i]):
+                    dependency = (target, b.db_operation[i] or key.operation)
             spans = traces.get(trace_id)
             if spans is None:
                 spans = traces[trace_id] = []
-                if len(traces) > settings.max_traces:
+                if len(traces) > max_traces:
                     traces.popitem(last=False)
-            if len(spans) < settings.max_spans_per_trace:
+            if len(spans) < max_spans:
                 spans.append(
-                    _Span(span_id, cols.parent_span_id[i], key, error, duration, dependency, window)
+                    _new_span(
+                        _Span, (span_id, parents[i], key, error, duration, dependency, window)
+                    )
                 )
         self.watermark_ns = watermark
         return events + self._close_until(watermark)
@@ -228,8 +238,11 @@ class Detector:
         accs = self._windows.pop(window, {})
         for stale in [w for w in self._windows if w <= window]:
             del self._windows[stale]
+        touched = self._window_traces.pop(window, {})
+        for stale in [w for w in self._window_traces if w <= window]:
+            del self._window_traces[stale]
         self._windows_closed += 1
-        window_traces = self._traces_in(window)
+        window_traces = [spans for t in touched if (spans := self._traces.get(t))]
         self._learn_edges(window_traces, window)
         findings: dict[Key, list[Finding]] = {}
         learning = self._windows_closed <= s.learn_windows
@@ -251,13 +264,6 @@ class Detector:
         events = self._update_incidents(groups, window, total)
         self._expire_traces(window)
         return events
-
-    def _traces_in(self, window: int) -> list[list[_Span]]:
-        return [
-            spans
-            for spans in self._traces.values()
-            if spans and spans[-1].window >= window - 1 and any(sp.window == window for sp in spans)
-        ]
 
     def _learn_edges(self, traces: list[list[_Span]], window: int) -> None:
         for spans in traces:
@@ -332,7 +338,12 @@ class Detector:
         worst: dict[Key, int] = {}
         for spans in traces:
             # A retry is one caller span making the same call again and again.
-            calls = Counter((sp.parent, sp.key) for sp in spans if sp.key.kind in _CLIENTS)
+            clients = [(sp.parent, sp.key) for sp in spans if sp.key.kind in _CLIENT_KINDS]
+            if len(set(clients)) == len(clients):  # the common case: no call repeated
+                for key in dict.fromkeys(k for _, k in clients):
+                    per_key[key] += 1
+                continue
+            calls = Counter(clients)
             repeats: dict[Key, int] = {}
             for (_, key), n in calls.items():
                 repeats[key] = max(repeats.get(key, 0), n)
@@ -430,7 +441,11 @@ class Detector:
                 continue
             while (child := step(span, children.get(span.span_id, []))) is not None:
                 span = child
-            if span.key.kind in _CLIENTS and span.dependency[0] and not children.get(span.span_id):
+            if (
+                span.key.kind in _CLIENT_KINDS
+                and span.dependency[0]
+                and not children.get(span.span_id)
+            ):
                 name, operation = span.dependency
                 votes[(Operation(name, operation.split(" ")[0]), True)] += 1
             else:

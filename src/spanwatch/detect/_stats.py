@@ -8,7 +8,6 @@ rotated in epochs, so the baseline follows gradual change without forgetting at 
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from ._settings import Settings
 
 SKETCH_ACCURACY = 0.05
 RESERVOIR = 256
+SLOWEST = 8
 # What every sketch shares: the bucket mapping, and an empty store for the negative values
 # durations never have. Each sketch's own store grows in small steps: a key's latencies
 # usually span a few dozen buckets, and 100 000 keys hold four sketches each.
@@ -60,49 +60,39 @@ class WindowAcc:
     """What one key did in one window.
 
     Samples are chosen by span id (the smallest ids win), not by arrival order, so the same
-    spans give the same window whatever order or batching they came in. Every key has one of
-    these per open window, so what most windows never need (error bookkeeping, a separate
-    slowest-spans heap) is made only when needed.
+    spans give the same window whatever order or batching they came in. Each span costs a
+    comparison or two: only spans that can still make the sample (or the slowest few) are
+    kept, and the kept lists are cut back in bulk when they have doubled. Every key has one of
+    these per open window, so error bookkeeping is made only when needed.
     """
 
     count: int = 0
     errors: int = 0
-    # bottom-k sample on the span id's rank: a max-heap of (-rank, duration, trace id, span id)
-    sample: list[tuple[int, int, bytes, bytes]] = field(default_factory=list)
+    # (span id, duration, trace id) of the smallest span ids seen, up to 2 x RESERVOIR before
+    # a cut; span ids are 8 bytes, so their byte order is their numeric order
+    sample: list[tuple[bytes, int, bytes]] = field(default_factory=list)
+    cut: bytes = b"\xff" * 9  # ids at or above it cannot make the sample any more
+    top: list[tuple[int, bytes, bytes]] = field(default_factory=list)  # (duration, trace, span)
+    slow_cut: int = -1  # durations below it cannot make the slowest 8
     signatures: Counter[str] | None = None
     error_examples: list[tuple[bytes, bytes]] | None = None  # (span, trace), smallest span ids
-    # (duration, trace, span) min-heap of the 8 slowest, kept apart from the sample only once
-    # the sample has dropped a span: until then every span is in the sample.
-    overflow_slowest: list[tuple[int, bytes, bytes]] | None = None
-
-    @property
-    def durations(self) -> list[int]:
-        return [entry[1] for entry in self.sample]
-
-    @property
-    def slowest(self) -> list[tuple[int, bytes, bytes]]:
-        """The 8 slowest spans as (duration, trace id, span id), slowest first."""
-        if self.overflow_slowest is not None:
-            return sorted(self.overflow_slowest, reverse=True)
-        return heapq.nlargest(8, ((d, trace, span) for _, d, trace, span in self.sample))
 
     def add(self, duration: int, error_signature: str, trace_id: bytes, span_id: bytes) -> None:
         self.count += 1
-        entry = (-int.from_bytes(span_id, "big"), duration, trace_id, span_id)
-        sample = self.sample
-        if len(sample) < RESERVOIR:
-            heapq.heappush(sample, entry)
-        else:
-            slowest = self.overflow_slowest
-            if slowest is None:
-                slowest = self.overflow_slowest = self.slowest
-                heapq.heapify(slowest)
-            if entry[0] > sample[0][0]:
-                heapq.heapreplace(sample, entry)
-            if len(slowest) < 8:
-                heapq.heappush(slowest, (duration, trace_id, span_id))
-            elif (duration, trace_id, span_id) > slowest[0]:
-                heapq.heapreplace(slowest, (duration, trace_id, span_id))
+        if span_id < self.cut:
+            sample = self.sample
+            sample.append((span_id, duration, trace_id))
+            if len(sample) >= 2 * RESERVOIR:
+                sample.sort()
+                del sample[RESERVOIR:]
+                self.cut = sample[-1][0]
+        if duration >= self.slow_cut:
+            top = self.top
+            top.append((duration, trace_id, span_id))
+            if len(top) >= 2 * SLOWEST:
+                top.sort(reverse=True)
+                del top[SLOWEST:]
+                self.slow_cut = top[-1][0]
         if error_signature:
             self.errors += 1
             if self.signatures is None or self.error_examples is None:
@@ -110,12 +100,25 @@ class WindowAcc:
             self.signatures[error_signature] += 1
             _keep_smallest(self.error_examples, (span_id, trace_id), 20)
 
+    def _sample(self) -> list[tuple[bytes, int, bytes]]:
+        self.sample.sort()
+        del self.sample[RESERVOIR:]
+        return self.sample
+
+    @property
+    def durations(self) -> list[int]:
+        return [d for _, d, _ in self._sample()]
+
+    @property
+    def slowest(self) -> list[tuple[int, bytes, bytes]]:
+        """The 8 slowest spans as (duration, trace id, span id), slowest first."""
+        return sorted(self.top, reverse=True)[:SLOWEST]
+
     def example_ids(self, errors: bool = False) -> list[tuple[bytes, bytes]]:
         """(trace id, span id) pairs, in span id order: 20 of the errors, or 5 of all spans."""
         if errors:
             return [(trace, span) for span, trace in sorted(self.error_examples or ())]
-        smallest = heapq.nsmallest(5, ((span, trace) for _, _, trace, span in self.sample))
-        return [(trace, span) for span, trace in smallest]
+        return [(trace, span) for span, _, trace in self._sample()[:5]]
 
 
 def _keep_smallest(items: list[tuple[bytes, bytes]], item: tuple[bytes, bytes], limit: int) -> None:
