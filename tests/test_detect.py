@@ -183,3 +183,38 @@ def test_events_are_incident_events() -> None:
     assert events and {e.type.split(".")[0] for e in events} == {"incident"}
     assert all(e.fields["incident"]["pattern"] in {p.value for p in Pattern} for e in events)
     assert StatusCode.ERROR == 2
+
+
+def test_events_handed_over_mid_batch_are_the_events_returned() -> None:
+    """With on_events, a window closed part-way through a batch is reported at once: the same
+    events, in the same order, as without it (where they come back at the end)."""
+    fault = Fault(Pattern.ERROR_BURST, "payments", "POST /v1/charges", WARMUP, 120, 0.5)
+    batches = list(Simulator(seed=8, faults=(fault,)).batches(WARMUP + 300, tick_s=30))
+    plain, early = Detector(), Detector()
+    returned: list[Event] = []
+    handed: list[Event] = []
+    for batch in batches:
+        returned += plain.process(batch)
+        handed += early.process(batch, handed.extend)
+    assert handed == returned
+    assert any(e.type == "incident.opened" for e in handed)
+
+
+def test_sketches_fed_by_bucket_give_the_quantiles_of_one_by_one() -> None:
+    """Learning a window's durations as (bucket value, weight) pairs is exact, not approximate."""
+    from spanwatch.detect._stats import _sketch, bucketed
+
+    rng = random.Random(1)
+    for _ in range(100):
+        durations = [
+            int(rng.lognormvariate(rng.uniform(5, 20), rng.uniform(0.1, 2)))
+            for _ in range(rng.randrange(1, 300))
+        ] + [0] * rng.randrange(3)
+        one_by_one, by_bucket = _sketch(), _sketch()
+        for d in durations:
+            one_by_one.add(float(d))
+        for value, weight in bucketed(durations):
+            by_bucket.add(value, weight)
+        assert one_by_one.count == by_bucket.count
+        for q in (0.0, 0.25, 0.5, 0.75, 0.99, 1.0):
+            assert one_by_one.get_quantile_value(q) == by_bucket.get_quantile_value(q)

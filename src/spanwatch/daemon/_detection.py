@@ -74,7 +74,7 @@ class DetectionStage:
 
     def __call__(self, batch: SpanBatch) -> None:
         self._last_arrival_ns = time.time_ns()
-        self._emit(self.detector.process(batch))
+        self._emit(self.detector.process(batch, self._emit))
         self._last_watermark = self.detector.watermark_ns
 
     def tick(self, now_ns: int) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter, OrderedDict, defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
@@ -121,11 +122,15 @@ class Detector:
 
     # -- input -----------------------------------------------------------------------------
 
-    def process(self, batch: SpanBatch) -> list[Event]:
+    def process(
+        self, batch: SpanBatch, on_events: Callable[[list[Event]], None] | None = None
+    ) -> list[Event]:
         """File a batch of spans; returns the events of the windows it closed.
 
         Spans are taken in end-time order and a window closes as soon as the watermark passes
-        it, so the same spans give the same events however they are batched.
+        it, so the same spans give the same events however they are batched. With
+        ``on_events``, the events of a window that closes part-way through the batch are
+        handed to it at once (and not returned), instead of after the rest of the batch.
         """
         w = self._w
         lateness = int(self.settings.lateness_s * 1e9)
@@ -150,7 +155,11 @@ class Detector:
                 watermark = end
                 if (watermark - lateness) // w - 1 > self._closed:
                     self.watermark_ns = watermark
-                    events += self._close_until(watermark)
+                    closed = self._close_until(watermark)
+                    if on_events is not None:
+                        on_events(closed)
+                    else:
+                        events += closed
             window = end // w
             if window <= self._closed:
                 self.late_spans += 1
@@ -339,6 +348,8 @@ class Detector:
         for spans in traces:
             # A retry is one caller span making the same call again and again.
             clients = [(sp.parent, sp.key) for sp in spans if sp.key.kind in _CLIENT_KINDS]
+            if not clients:
+                continue
             if len(set(clients)) == len(clients):  # the common case: no call repeated
                 for key in dict.fromkeys(k for _, k in clients):
                     per_key[key] += 1

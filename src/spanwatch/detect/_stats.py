@@ -135,6 +135,22 @@ def _median(values: list[int]) -> float:
     return float(ordered[len(ordered) // 2]) if ordered else 0.0
 
 
+def bucketed(durations: list[int]) -> list[tuple[float, float]]:
+    """Durations as (a value of the bucket, how many) per sketch bucket: adding those to a
+    sketch fills its buckets and count exactly as adding each duration would (its sum, which
+    nothing here reads, is the one thing that differs), at a fraction of the cost."""
+    key = _MAPPING.key
+    values = [float(d) for d in durations if d > 0]
+    keys = list(map(key, values))
+    counts = Counter(keys)
+    some = dict(zip(keys, values, strict=True))
+    pairs = [(some[k], float(n)) for k, n in counts.items()]
+    zeros = len(durations) - len(values)
+    if zeros:
+        pairs.append((0.0, float(zeros)))
+    return pairs
+
+
 class Sketches:
     """Two DDSketch epochs: the baseline is their union; the older one is dropped each epoch."""
 
@@ -146,9 +162,10 @@ class Sketches:
         self.windows = 0
         self.epoch_windows = epoch_windows
 
-    def learn(self, durations: list[int]) -> None:
-        for d in durations:
-            self.current.add(float(max(d, 0)))
+    def learn(self, buckets: list[tuple[float, float]]) -> None:
+        """Add a window's durations, given as :func:`bucketed` (value, weight) pairs."""
+        for value, weight in buckets:
+            self.current.add(value, weight)
         self.windows += 1
         if self.windows >= self.epoch_windows:
             self.previous, self.current = self.current, _sketch()
@@ -324,7 +341,9 @@ class KeyStats:
         self.count_ewma = n if self.windows <= 1 else (1 - a) * self.count_ewma + a * n
         self.err_k = (1 - a / 4) * self.err_k + (acc.errors if acc else 0)
         self.err_n = (1 - a / 4) * self.err_n + n
-        if acc and acc.durations:
+        durations = acc.durations if acc else []
+        if durations:
             self._quantiles = None
-            self.fast.learn(acc.durations)
-            self.slow.learn(acc.durations)
+            buckets = bucketed(durations)
+            self.fast.learn(buckets)
+            self.slow.learn(buckets)
