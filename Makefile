@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 TRAIN_STAMP := $(VENV)/.installed-train
 ARGS   ?=
 
-.PHONY: run test lint fmt bench demo eval clean
+.PHONY: run test lint fmt bench profile demo eval clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "spanwatch needs Python 3.11+")'
@@ -60,6 +60,9 @@ bench: $(BENCH_STAMP)  ## benchmarks; a table and plots under benchmarks/results
 	$(PY) benchmarks/llm_tokens.py
 	$(PY) benchmarks/fuzz.py
 	$(PY) benchmarks/report.py
+
+profile: $(BENCH_STAMP)  ## py-spy flame graph of the daemon under ingest load (needs ptrace)
+	$(PY) benchmarks/profile.py
 
 clean:
 	rm -rf $(VENV) spanwatch-data spanwatch-demo-data .pytest_cache .mypy_cache .ruff_cache

@@ -218,3 +218,25 @@ def test_sketches_fed_by_bucket_give_the_quantiles_of_one_by_one() -> None:
         assert one_by_one.count == by_bucket.count
         for q in (0.0, 0.25, 0.5, 0.75, 0.99, 1.0):
             assert one_by_one.get_quantile_value(q) == by_bucket.get_quantile_value(q)
+
+
+@pytest.mark.parametrize("spans", [1, 5, 300, 511, 512, 513, 1500, 5000])
+def test_window_sample_slowest_and_examples_match_a_brute_force_reading(spans: int) -> None:
+    """The bottom-k sample, the 8 slowest and the examples, however they are read in between."""
+    from spanwatch.detect._stats import RESERVOIR, WindowAcc
+
+    rng = random.Random(spans)
+    acc, seen = WindowAcc(), []
+    for i in range(spans):
+        span_id = rng.getrandbits(64).to_bytes(8, "big")
+        trace_id = rng.getrandbits(128).to_bytes(16, "big")
+        duration = rng.choice([rng.randrange(10**6), 5000])  # ties, too
+        acc.add(duration, "", trace_id, span_id)
+        seen.append((span_id, duration, trace_id))
+        if i == spans // 2:
+            assert len(acc.durations) == min(i + 1, RESERVOIR)  # a read half-way changes nothing
+    smallest = sorted(seen)[:RESERVOIR]
+    assert acc.count == spans
+    assert sorted(acc.durations) == sorted(d for _, d, _ in smallest)
+    assert acc.slowest == sorted(((d, t, s) for s, d, t in seen), reverse=True)[:8]
+    assert acc.example_ids() == [(t, s) for s, _, t in smallest[:5]]

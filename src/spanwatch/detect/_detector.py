@@ -205,6 +205,9 @@ class Detector:
                 spans = traces[trace_id] = []
                 if len(traces) > max_traces:
                     traces.popitem(last=False)
+                    if len(touched) > 2 * max_traces:  # bounded like the traces themselves
+                        touched = {t: None for t in touched if t in traces}
+                        self._window_traces[bucket_window] = touched
             if len(spans) < max_spans:
                 spans.append(
                     _new_span(

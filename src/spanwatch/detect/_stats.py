@@ -8,6 +8,7 @@ rotated in epochs, so the baseline follows gradual change without forgetting at 
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -72,27 +73,27 @@ class WindowAcc:
     # a cut; span ids are 8 bytes, so their byte order is their numeric order
     sample: list[tuple[bytes, int, bytes]] = field(default_factory=list)
     cut: bytes = b"\xff" * 9  # ids at or above it cannot make the sample any more
-    top: list[tuple[int, bytes, bytes]] = field(default_factory=list)  # (duration, trace, span)
+    # (duration, trace, span) of the slowest, kept apart only once the sample has been cut:
+    # until then every span is in the sample
+    top: list[tuple[int, bytes, bytes]] | None = None
     slow_cut: int = -1  # durations below it cannot make the slowest 8
     signatures: Counter[str] | None = None
     error_examples: list[tuple[bytes, bytes]] | None = None  # (span, trace), smallest span ids
 
     def add(self, duration: int, error_signature: str, trace_id: bytes, span_id: bytes) -> None:
         self.count += 1
-        if span_id < self.cut:
-            sample = self.sample
-            sample.append((span_id, duration, trace_id))
-            if len(sample) >= 2 * RESERVOIR:
-                sample.sort()
-                del sample[RESERVOIR:]
-                self.cut = sample[-1][0]
-        if duration >= self.slow_cut:
-            top = self.top
+        top = self.top
+        if top is not None and duration >= self.slow_cut:
             top.append((duration, trace_id, span_id))
             if len(top) >= 2 * SLOWEST:
                 top.sort(reverse=True)
                 del top[SLOWEST:]
                 self.slow_cut = top[-1][0]
+        if span_id < self.cut:
+            sample = self.sample
+            sample.append((span_id, duration, trace_id))
+            if len(sample) >= 2 * RESERVOIR:
+                self._cut()
         if error_signature:
             self.errors += 1
             if self.signatures is None or self.error_examples is None:
@@ -100,9 +101,19 @@ class WindowAcc:
             self.signatures[error_signature] += 1
             _keep_smallest(self.error_examples, (span_id, trace_id), 20)
 
+    def _cut(self) -> None:
+        """Keep the RESERVOIR smallest span ids (and, from the first cut on, the slowest apart)."""
+        sample = self.sample
+        if len(sample) > RESERVOIR and self.top is None:  # every span so far is in the sample
+            self.top = self.slowest
+            self.slow_cut = self.top[-1][0]
+        sample.sort()
+        del sample[RESERVOIR:]
+        if len(sample) == RESERVOIR:
+            self.cut = sample[-1][0]
+
     def _sample(self) -> list[tuple[bytes, int, bytes]]:
-        self.sample.sort()
-        del self.sample[RESERVOIR:]
+        self._cut()
         return self.sample
 
     @property
@@ -112,7 +123,9 @@ class WindowAcc:
     @property
     def slowest(self) -> list[tuple[int, bytes, bytes]]:
         """The 8 slowest spans as (duration, trace id, span id), slowest first."""
-        return sorted(self.top, reverse=True)[:SLOWEST]
+        if self.top is not None:
+            return sorted(self.top, reverse=True)[:SLOWEST]
+        return heapq.nlargest(SLOWEST, ((d, trace, span) for span, d, trace in self.sample))
 
     def example_ids(self, errors: bool = False) -> list[tuple[bytes, bytes]]:
         """(trace id, span id) pairs, in span id order: 20 of the errors, or 5 of all spans."""
