@@ -43,20 +43,23 @@ from _common import free_port, write_results
 METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 SPANS_PER_REQUEST = 8192
 WARM_UP = 3
+REQUEST_NS = 100_000_000  # event time one request covers
 
 
 def build_request(spans: int = SPANS_PER_REQUEST, seed: int = 7, index: int = 0) -> bytes:
     """A request shaped like real instrumentation: several services, traces of ~8 spans,
     server and client spans with current semantic-convention attributes, a few errors.
-    Request ``index`` covers the next 1.4 s of event time, so a sequence of them is traffic
-    moving forward in time (the detector closes a window every few requests), not the same
-    spans again, which a detector would drop as late."""
+    Request ``index`` covers the next 0.1 s of event time (about 80 000 spans a second, a
+    large fleet for one daemon), so a sequence of them is traffic moving forward in time, not
+    the same spans again, which a detector would drop as late; and concurrent clients, each
+    taking every third request, stay well within the detector's 5 s of allowed lateness."""
     rng = random.Random(seed * 1_000_003 + index)
     services = ["frontend", "checkout", "cart", "payments", "inventory", "shipping"]
     routes = ["/api/cart/{id}", "/api/checkout", "/api/items", "/api/ship/{id}"]
     request = ExportTraceServiceRequest()
     per_service = spans // len(services)
-    start = 1_700_000_000_000_000_000 + index * (per_service + spans % len(services)) * 1_000_000
+    start = 1_700_000_000_000_000_000 + index * REQUEST_NS
+    step = REQUEST_NS // (per_service + spans % len(services))
     for s, service in enumerate(services):
         rs = request.resource_spans.add()
         for key, value in (
@@ -73,7 +76,7 @@ def build_request(spans: int = SPANS_PER_REQUEST, seed: int = 7, index: int = 0)
                 trace = rng.getrandbits(128).to_bytes(16, "big")
                 parent = b""
             span_id = rng.getrandbits(64).to_bytes(8, "big")
-            t0 = start + i * 1_000_000
+            t0 = start + i * step
             is_client = i % 2 == 1
             span = Span(
                 trace_id=trace,

@@ -9,9 +9,11 @@ the time from sending that request to the ``incident.opened`` arriving on a WebS
 subscriber, one probe at a time, each sent once the daemon has filed everything before it.
 
 The reference, in the same run: the same requests sent to a grpcio receiver that parses each
-one (upb) and reads 8 fields of every span — the time to get a request in at all.
+one (upb) and reads 8 fields of every span — the time to get a request in at all. Two request
+sizes by default: 2048 spans (an SDK exporter's batch is 512 by default) and 8192 (the
+Collector's batch processor default); the probes make at least 1200.
 
-Usage: python benchmarks/latency.py [--probes 60] [--request-spans 8192]
+Usage: python benchmarks/latency.py [--probes 60] [--request-spans 2048 8192]
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from spanwatch.otlp import encode_batch
 
 NS = 1_000_000_000
 WINDOW_NS = 10 * NS
-PROBE_SPANS = 30  # per probe service and window: enough for an error burst to be certain
+PROBE_SPANS = 20  # per probe service and window: enough for an error burst to be certain
 WARMUP_WINDOWS = 15
 
 
@@ -178,40 +180,45 @@ def quantile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1]
 
 
+def summary(lags: list[float]) -> dict[str, float]:
+    return {
+        "p50_ms": quantile(lags, 0.5) * 1e3,
+        "p99_ms": quantile(lags, 0.99) * 1e3,
+        "max_ms": max(lags) * 1e3,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--probes", type=int, default=60, help="incidents to time")
-    parser.add_argument("--request-spans", type=int, default=8192)
+    parser.add_argument("--probes", type=int, default=60, help="incidents to time, per size")
+    parser.add_argument(
+        "--request-spans",
+        type=int,
+        nargs="+",
+        default=[2048, 8192],
+        help="spans per request: an SDK-sized and a Collector-sized batch",
+    )
     args = parser.parse_args()
-    requests = requests_for(args.probes, args.request_spans)
-    print(f"{len(requests)} requests of {args.request_spans} spans; {args.probes} incidents timed")
-    reference = run_reference(requests, args.probes)
-    daemon = run_daemon(requests, args.probes)
-    rows = {}
-    for name, lags in (("reference-fields: Export answered", reference), ("spanwatchd", daemon)):
-        rows[name] = {
-            "p50_ms": quantile(lags, 0.5) * 1e3,
-            "p99_ms": quantile(lags, 0.99) * 1e3,
-            "max_ms": max(lags) * 1e3,
-        }
-    print(f"{'path':40s} {'p50':>9s} {'p99':>9s} {'max':>9s}")
-    for name, row in rows.items():
-        print(f"{name:40s} {row['p50_ms']:>7.1f}ms {row['p99_ms']:>7.1f}ms {row['max_ms']:>7.1f}ms")
-    ratio = rows["spanwatchd"]["p99_ms"] / rows["reference-fields: Export answered"]["p99_ms"]
-    print(f"p99 ratio spanwatchd / reference: {ratio:.2f}")
-    write_results(
-        "latency",
-        {
-            "request_spans": args.request_spans,
-            "probes": args.probes,
+    sizes = {}
+    print(f"{'request spans':>13s} {'path':12s} {'p50':>9s} {'p99':>9s} {'max':>9s}")
+    for size in args.request_spans:
+        requests = requests_for(args.probes, size)
+        lags = {"reference": run_reference(requests, args.probes)}
+        lags["spanwatchd"] = run_daemon(requests, args.probes)
+        rows = {name: summary(values) for name, values in lags.items()}
+        for name, row in rows.items():
+            print(
+                f"{size:>13,} {name:12s} {row['p50_ms']:>7.1f}ms {row['p99_ms']:>7.1f}ms "
+                f"{row['max_ms']:>7.1f}ms"
+            )
+        ratio = rows["spanwatchd"]["p99_ms"] / rows["reference"]["p99_ms"]
+        print(f"{'':>13s} p99 ratio spanwatchd / reference: {ratio:.2f}")
+        sizes[str(size)] = {
             "rows": rows,
             "p99_ratio": ratio,
-            "lags_ms": {
-                "reference": [x * 1e3 for x in reference],
-                "spanwatchd": [x * 1e3 for x in daemon],
-            },
-        },
-    )
+            "lags_ms": {name: [x * 1e3 for x in values] for name, values in lags.items()},
+        }
+    write_results("latency", {"probes": args.probes, "request_spans": sizes})
     return 0
 
 

@@ -59,20 +59,30 @@ def memory_rows(data: dict[str, Any]) -> list[str]:
 
 
 def latency_rows(data: dict[str, Any]) -> list[str]:
-    rows = [
-        f"| detection latency ({data['request_spans']}-span requests): {name} | "
-        f"p50 {r['p50_ms']:.1f} ms | p99 {r['p99_ms']:.1f} ms |"
-        for name, r in data["rows"].items()
-    ]
+    rows = []
     fig, ax = plt.subplots(figsize=(7, 3))
-    for name, color in (("reference", "#777"), ("spanwatchd", "#2a6")):
-        lags = sorted(data["lags_ms"][name])
-        ax.plot(lags, [(i + 1) / len(lags) for i in range(len(lags))], color=color, label=name)
+    styles = iter(["-", "--", ":", "-."])
+    for size, result in data["request_spans"].items():
+        style = next(styles, "-")
+        for name, r in result["rows"].items():
+            rows.append(
+                f"| detection latency, {int(size):,}-span requests: {name} | "
+                f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms | "
+                + (f"p99 {result['p99_ratio']:.1f}× reference |" if name != "reference" else "|")
+            )
+            lags = sorted(result["lags_ms"][name])
+            ax.plot(
+                lags,
+                [(i + 1) / len(lags) for i in range(len(lags))],
+                style,
+                color="#777" if name == "reference" else "#2a6",
+                label=f"{name}, {int(size):,} spans",
+            )
     ax.axvline(100, color="#c33", linestyle="--", label="target p99: 100 ms")
     ax.set_xlabel("ms from the Export that closes the window")
     ax.set_ylabel("fraction of incidents")
     ax.set_title("Export → incident.opened on the WebSocket")
-    ax.legend()
+    ax.legend(fontsize=7)
     save(fig, "latency.png")
     return rows
 
