@@ -240,3 +240,15 @@ def test_window_sample_slowest_and_examples_match_a_brute_force_reading(spans: i
     assert sorted(acc.durations) == sorted(d for _, d, _ in smallest)
     assert acc.slowest == sorted(((d, t, s) for s, d, t in seen), reverse=True)[:8]
     assert acc.example_ids() == [(t, s) for s, _, t in smallest[:5]]
+
+
+def test_a_snapshot_without_traces_keeps_what_was_learned() -> None:
+    """without_traces(): a light copy to pickle; the detector itself keeps its traces."""
+    batches = list(Simulator(seed=9).batches(WARMUP))
+    detector = Detector()
+    _events(detector, batches)
+    light = pickle.loads(pickle.dumps(detector.without_traces()))
+    assert detector._traces and not light._traces
+    assert light.tracked_keys == detector.tracked_keys
+    assert light.watermark_ns == detector.watermark_ns
+    assert len(pickle.dumps(detector.without_traces())) < len(pickle.dumps(detector)) / 2

@@ -3,8 +3,8 @@
 Runs on the pipeline's worker thread (the detector is not thread-safe; nothing else touches
 it). Event time comes from spans; the wall clock only moves the watermark on while no spans
 arrive, so quiet services still get their windows closed. The detector's state is pickled to
-the data directory now and then and at shutdown, and restored at start, so a restart does not
-relearn every baseline.
+the data directory now and then and at shutdown (all but the last minute's traces), and
+restored at start, so a restart does not relearn every baseline.
 """
 
 from __future__ import annotations
@@ -102,7 +102,10 @@ class DetectionStage:
         tmp = self._path.with_suffix(".tmp")
         try:
             with tmp.open("wb") as fh:
-                pickle.dump((SNAPSHOT_VERSION, self.detector), fh, pickle.HIGHEST_PROTOCOL)
+                # Without the recent traces: pickling them would stall detection for a second
+                # or more on a busy daemon, for context that refills within a minute.
+                state = self.detector.without_traces()
+                pickle.dump((SNAPSHOT_VERSION, state), fh, pickle.HIGHEST_PROTOCOL)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, self._path)

@@ -9,6 +9,7 @@ that share a root cause into one incident, and opens, updates or resolves incide
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections import Counter, OrderedDict, defaultdict, deque
 from collections.abc import Callable
@@ -216,6 +217,15 @@ class Detector:
                 )
         self.watermark_ns = watermark
         return events + self._close_until(watermark)
+
+    def without_traces(self) -> Detector:
+        """A shallow copy to snapshot: everything learned (baselines, keys, open incidents and
+        windows), without the recent traces. Those are a minute of context that refills after
+        a restart, and nearly all of the time and size of pickling a busy detector."""
+        light = copy.copy(self)
+        light._traces = OrderedDict()
+        light._window_traces = {}
+        return light
 
     def advance(self, watermark_ns: int) -> list[Event]:
         """Move event time forward without spans (the daemon does this when traffic stops)."""
