@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import signal
 import sys
 from collections.abc import Sequence
@@ -86,6 +87,10 @@ async def run(config: Config, reload_from: argparse.Namespace | None = None) -> 
         log.error("cannot start", error=str(exc))
         await daemon.stop()
         return EXIT_FAILURE
+    # What exists once the daemon has started (modules, configuration, a restored detector)
+    # lives as long as the process: out of the cycle collector's full passes, which otherwise
+    # walk it all and pause detection for tens of milliseconds (docs/performance.md).
+    gc.freeze()
     _systemd.ready(f"receiving on :{daemon.grpc_port} and :{daemon.http_port}")
     watchdog = asyncio.create_task(_watchdog(), name="spanwatch-watchdog")
     await stop.wait()
