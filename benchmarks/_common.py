@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,21 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def daemon_command(grpc_port: int, http_port: int, *flags: str) -> list[str]:
+    """spanwatchd without the LLM on loopback ports, with ``flags`` after."""
+    return [
+        sys.executable,
+        "-m",
+        "spanwatch.daemon",
+        "--no-llm",
+        "--grpc-listen",
+        f"127.0.0.1:{grpc_port}",
+        "--http-listen",
+        f"127.0.0.1:{http_port}",
+        *flags,
+    ]
 
 
 def write_results(name: str, data: dict[str, Any]) -> Path:

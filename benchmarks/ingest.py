@@ -38,7 +38,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from _common import free_port, write_results
+from _common import daemon_command, free_port, write_results
 
 METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 SPANS_PER_REQUEST = 8192
@@ -287,16 +287,7 @@ def main() -> int:
         )
     gport, hport = free_port(), free_port()
     receivers["spanwatchd"] = (
-        [
-            sys.executable,
-            "-m",
-            "spanwatch.daemon",
-            "--no-llm",
-            "--grpc-listen",
-            f"127.0.0.1:{gport}",
-            "--http-listen",
-            f"127.0.0.1:{hport}",
-        ],
+        daemon_command(gport, hport),
         gport,
         hport,
     )

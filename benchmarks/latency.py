@@ -33,7 +33,7 @@ import time
 import grpc
 from websockets.asyncio.client import connect
 
-from _common import free_port, write_results
+from _common import daemon_command, free_port, write_results
 from ingest import METHOD, daemon_settler, wait_port
 from spanwatch.model import SpanBatch, SpanKind, StatusCode
 from spanwatch.otlp import encode_batch
@@ -86,20 +86,9 @@ def requests_for(probes: int, request_spans: int) -> list[bytes]:
 def run_daemon(requests: list[bytes], probes: int) -> list[float]:
     gport, hport, wport = free_port(), free_port(), free_port()
     data_dir = tempfile.mkdtemp(prefix="spanwatch-bench-")
-    command = [
-        sys.executable,
-        "-m",
-        "spanwatch.daemon",
-        "--no-llm",
-        "--grpc-listen",
-        f"127.0.0.1:{gport}",
-        "--http-listen",
-        f"127.0.0.1:{hport}",
-        "--ws-listen",
-        f"127.0.0.1:{wport}",
-        "--data-dir",
-        data_dir,
-    ]
+    command = daemon_command(
+        gport, hport, "--ws-listen", f"127.0.0.1:{wport}", "--data-dir", data_dir
+    )
     env = {**os.environ, "SPANWATCH_LOG__LEVEL": "warning"}
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
     try:

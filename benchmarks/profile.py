@@ -19,7 +19,7 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from _common import RESULTS, free_port
+from _common import RESULTS, daemon_command, free_port
 from ingest import build_request, client, daemon_settler, wait_port
 
 CLIENTS = 3
@@ -58,21 +58,7 @@ def main() -> int:
     gport, hport = free_port(), free_port()
     data_dir = tempfile.mkdtemp(prefix="spanwatch-profile-")
     env = {**os.environ, "SPANWATCH_LOG__LEVEL": "warning"}
-    daemon = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "spanwatch.daemon",
-            "--no-llm",
-            "--grpc-listen",
-            f"127.0.0.1:{gport}",
-            "--http-listen",
-            f"127.0.0.1:{hport}",
-            "--data-dir",
-            data_dir,
-        ],
-        env=env,
-    )
+    daemon = subprocess.Popen(daemon_command(gport, hport, "--data-dir", data_dir), env=env)
     RESULTS.mkdir(exist_ok=True)
     raw = Path(data_dir) / "profile.raw"
     try:
