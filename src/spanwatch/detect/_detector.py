@@ -35,10 +35,9 @@ from ._keys import Key, KeyTable, template
 from ._settings import Settings
 from ._stats import Finding, KeyStats, WindowAcc, chernoff_upper
 
-_CLIENTS = (SpanKind.CLIENT, SpanKind.PRODUCER)
 # Plain ints and a plain tuple constructor for the per-span loop (enum comparisons and
 # NamedTuple's Python-level __new__ cost more than the rest of a span's work).
-_CLIENT_KINDS = frozenset(int(k) for k in _CLIENTS)
+_CLIENT_KINDS = frozenset((int(SpanKind.CLIENT), int(SpanKind.PRODUCER)))
 _ERROR = int(StatusCode.ERROR)
 _NO_DEPENDENCY = ("", "")
 _new_span = tuple.__new__
