@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import pickle
 import random
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -200,46 +201,93 @@ def test_events_handed_over_mid_batch_are_the_events_returned() -> None:
     assert any(e.type == "incident.opened" for e in handed)
 
 
-def test_sketches_fed_by_bucket_give_the_quantiles_of_one_by_one() -> None:
-    """Learning a window's durations as (bucket value, weight) pairs is exact, not approximate."""
-    from spanwatch.detect._stats import _sketch, bucketed
+def test_the_latency_baseline_gives_the_quantiles_of_ddsketch_itself() -> None:
+    """Epochs learned a window at a time, by bucket, give exactly the quantiles of ddsketch's
+    own DDSketch fed every duration one by one (and merged across the two epochs)."""
+    from ddsketch import DDSketch
+
+    from spanwatch.detect._stats import SKETCH_ACCURACY, Sketches, bucketed
+
+    def reference(windows: list[list[int]]) -> DDSketch:
+        sketch = DDSketch(SKETCH_ACCURACY)
+        for durations in windows:
+            for d in durations:
+                sketch.add(float(max(d, 0)))
+        return sketch
 
     rng = random.Random(1)
-    for _ in range(100):
-        durations = [
-            int(rng.lognormvariate(rng.uniform(5, 20), rng.uniform(0.1, 2)))
-            for _ in range(rng.randrange(1, 300))
-        ] + [0] * rng.randrange(3)
-        one_by_one, by_bucket = _sketch(), _sketch()
-        for d in durations:
-            one_by_one.add(float(d))
-        for value, weight in bucketed(durations):
-            by_bucket.add(value, weight)
-        assert one_by_one.count == by_bucket.count
-        for q in (0.0, 0.25, 0.5, 0.75, 0.99, 1.0):
-            assert one_by_one.get_quantile_value(q) == by_bucket.get_quantile_value(q)
+    for _ in range(20):
+        epoch = rng.randrange(1, 6)
+        ours, learned = Sketches(epoch), []
+        for _ in range(rng.randrange(1, 4 * epoch + 2)):
+            scale = rng.uniform(5, 20)
+            durations = (
+                [
+                    int(rng.lognormvariate(scale, rng.uniform(0.1, 2)))
+                    for _ in range(rng.randrange(1, 300))
+                ]
+                + [0] * rng.randrange(3)
+                + [-5] * rng.randrange(2)
+            )
+            ours.learn(bucketed(durations))
+            learned.append(durations)
+            # what the two epochs hold: the windows since the last rotation, and before that
+            done = len(learned) // epoch * epoch
+            current = reference(learned[done:])
+            previous = reference(learned[done - epoch : done]) if done else None
+            if previous is None:
+                expected = current
+            elif current.count < 50:
+                expected = previous
+            else:
+                expected = reference(learned[done - epoch :])
+            assert ours.count() == current.count + (previous.count if previous else 0)
+            for q in (0.0, 0.01, 0.25, 0.5, 0.75, 0.99, 1.0):
+                assert ours.quantile(q) == float(expected.get_quantile_value(q) or 0.0), q
 
 
+@pytest.mark.parametrize("chunked", [False, True], ids=["one-by-one", "in-chunks"])
 @pytest.mark.parametrize("spans", [1, 5, 300, 511, 512, 513, 1500, 5000])
-def test_window_sample_slowest_and_examples_match_a_brute_force_reading(spans: int) -> None:
-    """The bottom-k sample, the 8 slowest and the examples, however they are read in between."""
+def test_window_sample_slowest_and_examples_match_a_brute_force_reading(
+    spans: int, chunked: bool
+) -> None:
+    """The bottom-k sample, the 8 slowest and the examples, however they are read in between
+    and however the spans are handed in (one by one, or in chunks of any size)."""
     from spanwatch.detect._stats import RESERVOIR, WindowAcc
 
     rng = random.Random(spans)
-    acc, seen = WindowAcc(), []
-    for i in range(spans):
+    acc, seen, failed = WindowAcc(), [], []
+    rows = []
+    for _ in range(spans):
         span_id = rng.getrandbits(64).to_bytes(8, "big")
         trace_id = rng.getrandbits(128).to_bytes(16, "big")
         duration = rng.choice([rng.randrange(10**6), 5000])  # ties, too
-        acc.add(duration, "", trace_id, span_id)
+        signature = rng.choice(["", "", "", "Timeout", "Refused"])
+        rows.append((duration, signature, trace_id, span_id))
         seen.append((span_id, duration, trace_id))
-        if i == spans // 2:
-            assert len(acc.durations) == min(i + 1, RESERVOIR)  # a read half-way changes nothing
+        if signature:
+            failed.append((span_id, trace_id, signature))
+    done = 0
+    while done < spans:
+        size = rng.choice([1, 2, 7, 100, 600]) if chunked else 1
+        chunk = rows[done : done + size]
+        acc.add_many(
+            [d for d, _, _, _ in chunk],
+            [t for _, _, t, _ in chunk],
+            [s for _, _, _, s in chunk],
+            [(sig, s, t) for _, sig, t, s in chunk if sig],
+        )
+        done += len(chunk)
+        if done - len(chunk) <= spans // 2 < done:
+            assert len(acc.durations) == min(done, RESERVOIR)  # a read half-way changes nothing
     smallest = sorted(seen)[:RESERVOIR]
     assert acc.count == spans
     assert sorted(acc.durations) == sorted(d for _, d, _ in smallest)
     assert acc.slowest == sorted(((d, t, s) for s, d, t in seen), reverse=True)[:8]
     assert acc.example_ids() == [(t, s) for s, _, t in smallest[:5]]
+    assert acc.errors == len(failed)
+    assert acc.example_ids(errors=True) == [(t, s) for s, t, _ in sorted(failed)[:20]]
+    assert dict(acc.signatures or {}) == dict(Counter(sig for _, _, sig in failed))
 
 
 def test_a_snapshot_without_traces_keeps_what_was_learned() -> None:

@@ -26,7 +26,7 @@ log = structlog.get_logger("spanwatch.detect")
 
 SNAPSHOT_NAME = "detector.pickle"
 # Bumped when the detector's pickled state changes shape; an old snapshot is then ignored.
-SNAPSHOT_VERSION = 2
+SNAPSHOT_VERSION = 3
 
 
 class DetectionStage:

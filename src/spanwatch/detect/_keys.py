@@ -46,7 +46,7 @@ class KeyTable:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._keys: OrderedDict[Key, None] = OrderedDict()
+        self._keys: OrderedDict[Key, Key] = OrderedDict()
         self._templates: dict[str, str] = {}
         self.evicted = 0
 
@@ -64,15 +64,16 @@ class KeyTable:
             cached = self._templates[name] = template(name)
         return cached
 
-    def touch(self, key: Key) -> Key | None:
-        """Mark ``key`` used; returns a key evicted to make room, if any."""
+    def touch(self, key: Key) -> tuple[Key, Key | None]:
+        """Mark ``key`` used; returns the one instance of it that every record shares, and a
+        key evicted to make room, if any."""
         keys = self._keys
         if key in keys:
             keys.move_to_end(key)
-            return None
-        keys[key] = None
+            return keys[key] or key, None  # (None in a snapshot from before keys were shared)
+        keys[key] = key
         if len(keys) > self.capacity:
             old, _ = keys.popitem(last=False)
             self.evicted += 1
-            return old
-        return None
+            return key, old
+        return key, None

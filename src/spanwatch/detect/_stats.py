@@ -10,28 +10,28 @@ from __future__ import annotations
 
 import heapq
 import math
+import operator
+from array import array
+from bisect import bisect_right
 from collections import Counter, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import accumulate
 
-from ddsketch.ddsketch import BaseDDSketch
 from ddsketch.mapping import LogarithmicMapping
-from ddsketch.store import DenseStore
 
 from ._settings import Settings
 
 SKETCH_ACCURACY = 0.05
 RESERVOIR = 256
 SLOWEST = 8
-# What every sketch shares: the bucket mapping, and an empty store for the negative values
-# durations never have. Each sketch's own store grows in small steps: a key's latencies
-# usually span a few dozen buckets, and 100 000 keys hold four sketches each.
+# DDSketch's logarithmic mapping: a latency's bucket, and the value that stands for a bucket
+# (within SKETCH_ACCURACY of every latency in it). Each key holds up to four sketches, and
+# 100 000 keys are a lot of them: a sketch's counts are whole numbers, kept in one array.
 _MAPPING = LogarithmicMapping(SKETCH_ACCURACY)
-_NO_NEGATIVES = DenseStore()
-_CHUNK = 8
-
-
-def _sketch() -> BaseDDSketch:
-    return BaseDDSketch(_MAPPING, DenseStore(_CHUNK), _NO_NEGATIVES, 0.0)
+_COUNTS = "I" if array("I").itemsize >= 4 else "L"
+_CHUNK = 8  # buckets a sketch grows by
+_NO_STREAK = (0.0, 0.0)
 
 
 def chernoff_upper(k: int, n: int, p: float) -> float:
@@ -81,24 +81,44 @@ class WindowAcc:
     error_examples: list[tuple[bytes, bytes]] | None = None  # (span, trace), smallest span ids
 
     def add(self, duration: int, error_signature: str, trace_id: bytes, span_id: bytes) -> None:
-        self.count += 1
+        """One span (``error_signature`` empty unless it failed)."""
+        errors = [(error_signature, span_id, trace_id)] if error_signature else ()
+        self.add_many([duration], [trace_id], [span_id], errors)
+
+    def add_many(
+        self,
+        durations: list[int],
+        trace_ids: list[bytes],
+        span_ids: list[bytes],
+        errors: Iterable[tuple[str, bytes, bytes]] = (),
+    ) -> None:
+        """Spans given column by column, and (signature, span id, trace id) of those that
+        failed, in the order they came: the same window as adding them one by one."""
+        self.count += len(durations)
         top = self.top
-        if top is not None and duration >= self.slow_cut:
-            top.append((duration, trace_id, span_id))
+        if top is not None:  # the sample has been cut: the slowest are kept apart
+            slow_cut = self.slow_cut
+            top += [
+                (d, t, s)
+                for d, t, s in zip(durations, trace_ids, span_ids, strict=True)
+                if d >= slow_cut
+            ]
             if len(top) >= 2 * SLOWEST:
                 top.sort(reverse=True)
                 del top[SLOWEST:]
                 self.slow_cut = top[-1][0]
-        if span_id < self.cut:
-            sample = self.sample
-            sample.append((span_id, duration, trace_id))
-            if len(sample) >= 2 * RESERVOIR:
-                self._cut()
-        if error_signature:
+        cut = self.cut
+        sample = self.sample
+        sample += [
+            (s, d, t) for s, d, t in zip(span_ids, durations, trace_ids, strict=True) if s < cut
+        ]
+        if len(sample) >= 2 * RESERVOIR:
+            self._cut()
+        for signature, span_id, trace_id in errors:
             self.errors += 1
             if self.signatures is None or self.error_examples is None:
                 self.signatures, self.error_examples = Counter(), []
-            self.signatures[error_signature] += 1
+            self.signatures[signature] += 1
             _keep_smallest(self.error_examples, (span_id, trace_id), 20)
 
     def _cut(self) -> None:
@@ -148,20 +168,65 @@ def _median(values: list[int]) -> float:
     return float(ordered[len(ordered) // 2]) if ordered else 0.0
 
 
-def bucketed(durations: list[int]) -> list[tuple[float, float]]:
-    """Durations as (a value of the bucket, how many) per sketch bucket: adding those to a
-    sketch fills its buckets and count exactly as adding each duration would (its sum, which
-    nothing here reads, is the one thing that differs), at a fraction of the cost."""
-    key = _MAPPING.key
-    values = [float(d) for d in durations if d > 0]
-    keys = list(map(key, values))
-    counts = Counter(keys)
-    some = dict(zip(keys, values, strict=True))
-    pairs = [(some[k], float(n)) for k, n in counts.items()]
-    zeros = len(durations) - len(values)
-    if zeros:
-        pairs.append((0.0, float(zeros)))
-    return pairs
+def bucketed(durations: list[int]) -> tuple[Counter[int], int]:
+    """A window's durations as (how many fall in each sketch bucket, how many are zero or
+    less): what a sketch learns from them."""
+    values = [d for d in durations if d > 0]
+    return Counter(map(_MAPPING.key, values)), len(durations) - len(values)
+
+
+class Sketch:
+    """A DDSketch of non-negative latencies: ddsketch's mapping, counts in an array."""
+
+    __slots__ = ("bins", "count", "offset", "zeros")
+
+    def __init__(self) -> None:
+        self.bins = array(_COUNTS)  # count of bucket offset + i
+        self.offset = 0
+        self.zeros = 0
+        self.count = 0
+
+    def learn(self, buckets: Counter[int], zeros: int) -> None:
+        if buckets:
+            low, high = min(buckets), max(buckets)
+            bins = self.bins
+            if not bins:
+                self.offset = low
+            if low < self.offset:
+                grow = -((low - self.offset) // _CHUNK) * _CHUNK
+                bins[:0] = array(_COUNTS, bytes(grow * bins.itemsize))
+                self.offset -= grow
+            if high >= self.offset + len(bins):
+                grow = -((len(bins) + self.offset - high - 1) // _CHUNK) * _CHUNK
+                bins.extend(array(_COUNTS, bytes(grow * bins.itemsize)))
+            offset = self.offset
+            for bucket, n in buckets.items():
+                bins[bucket - offset] += n
+            self.count += sum(buckets.values())
+        self.zeros += zeros
+        self.count += zeros
+
+
+def quantile(sketches: list[Sketch], q: float) -> float:
+    """The q-quantile of the union of ``sketches``, as DDSketch gives it (0 when empty)."""
+    count = sum(s.count for s in sketches)
+    if not count:
+        return 0.0
+    rank = q * (count - 1) - sum(s.zeros for s in sketches)
+    filled = [s for s in sketches if s.bins]
+    if rank < 0 or not filled:
+        return 0.0
+    offset = min(s.offset for s in filled)
+    if len(filled) == 1:
+        bins: list[int] | array[int] = filled[0].bins
+    else:
+        bins = [0] * (max(s.offset + len(s.bins) for s in filled) - offset)
+        for s in filled:
+            at = s.offset - offset
+            bins[at : at + len(s.bins)] = map(operator.add, bins[at : at + len(s.bins)], s.bins)
+    # the first bucket whose running count exceeds the rank
+    index = bisect_right(list(accumulate(bins)), rank)
+    return float(_MAPPING.value(offset + min(index, len(bins) - 1)))
 
 
 class Sketches:
@@ -170,18 +235,17 @@ class Sketches:
     __slots__ = ("current", "epoch_windows", "previous", "windows")
 
     def __init__(self, epoch_windows: int) -> None:
-        self.current = _sketch()
-        self.previous: BaseDDSketch | None = None
+        self.current = Sketch()
+        self.previous: Sketch | None = None
         self.windows = 0
         self.epoch_windows = epoch_windows
 
-    def learn(self, buckets: list[tuple[float, float]]) -> None:
-        """Add a window's durations, given as :func:`bucketed` (value, weight) pairs."""
-        for value, weight in buckets:
-            self.current.add(value, weight)
+    def learn(self, buckets: tuple[Counter[int], int]) -> None:
+        """Add a window's durations, given as :func:`bucketed`."""
+        self.current.learn(*buckets)
         self.windows += 1
         if self.windows >= self.epoch_windows:
-            self.previous, self.current = self.current, _sketch()
+            self.previous, self.current = self.current, Sketch()
             self.windows = 0
 
     def count(self) -> float:
@@ -189,15 +253,10 @@ class Sketches:
 
     def quantile(self, q: float) -> float:
         if self.previous is None:
-            value = self.current.get_quantile_value(q)
-        elif self.current.count < 50:
-            value = self.previous.get_quantile_value(q)
-        else:
-            merged = _sketch()
-            merged.merge(self.previous)
-            merged.merge(self.current)
-            value = merged.get_quantile_value(q)
-        return float(value or 0.0)
+            return quantile([self.current], q)
+        if self.current.count < 50:
+            return quantile([self.previous], q)
+        return quantile([self.previous, self.current], q)
 
 
 @dataclass(slots=True)
@@ -237,7 +296,8 @@ class KeyStats:
         self.err_n = 0.0
         self.fast = Sketches(fast_epoch)
         self.slow = Sketches(slow_epoch)
-        self.low_streak: list[float] = [0.0, 0.0]  # observed, expected over a low-traffic run
+        # (observed, expected) spans over a run of low-traffic windows
+        self.low_streak: tuple[float, float] = _NO_STREAK
         self.drift_ring: deque[tuple[int, int, float]] | None = None  # made when first needed
         self._quantiles: tuple[float, float] | None = None
 
@@ -260,9 +320,9 @@ class KeyStats:
         expected = self.count_ewma
         if expected >= settings.min_expected_count:
             if n < 0.5 * expected:
-                self.low_streak[0] += n
-                self.low_streak[1] += expected
                 obs, exp = self.low_streak
+                obs, exp = obs + n, exp + expected
+                self.low_streak = (obs, exp)
                 if obs <= settings.drop_ratio * exp and poisson_lower(obs, exp) < settings.p_value:
                     findings.append(
                         Finding(
@@ -276,7 +336,7 @@ class KeyStats:
                         )
                     )
             else:
-                self.low_streak = [0.0, 0.0]
+                self.low_streak = _NO_STREAK
         if acc is None or n == 0:
             return findings
         # --- errors
