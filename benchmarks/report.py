@@ -43,15 +43,17 @@ def ingest_rows(data: dict[str, Any]) -> list[str]:
 def memory_rows(data: dict[str, Any]) -> list[str]:
     points = sorted(data["rows"], key=lambda r: r["keys"])
     rows = [
-        f"| memory: {r['keys']:,} active keys | +{r['rss_growth_mib']:.0f} MiB RSS | "
-        f"{r['bytes_per_key']:,.0f} bytes per key |"
+        f"| memory: {r['keys']:,} active keys | {r['rss_mib']:.0f} MiB RSS in all "
+        f"(detector +{r['rss_growth_mib']:.0f} MiB) | {r['bytes_per_key']:,.0f} bytes per key |"
         for r in points
     ]
+    keys = [r["keys"] for r in points]
     fig, ax = plt.subplots(figsize=(7, 3))
-    ax.plot([r["keys"] for r in points], [r["rss_growth_mib"] for r in points], "o-", color="#2a6")
+    ax.plot(keys, [r["rss_mib"] for r in points], "o-", color="#2a6", label="process RSS")
+    ax.plot(keys, [r["rss_growth_mib"] for r in points], "o--", color="#6a6", label="detector")
     ax.axhline(300, color="#c33", linestyle="--", label="target: 300 MiB at 100,000 keys")
     ax.set_xlabel("active (service, operation) keys")
-    ax.set_ylabel("detector RSS growth (MiB)")
+    ax.set_ylabel("resident memory (MiB)")
     ax.set_title("Detector memory against active keys")
     ax.legend()
     save(fig, "memory.png")

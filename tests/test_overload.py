@@ -8,6 +8,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
+import pytest
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -154,3 +155,38 @@ def test_pushing_past_the_memory_limit_drops_nothing_silently(
     assert d.metric("spanwatch_receiver_accepted_spans_total", transport="grpc") == ok * QUEUE
     assert d.metric("spanwatch_receiver_refused_spans_total", transport="grpc") == busy * QUEUE
     d.wait_for_spans(ok * QUEUE, timeout=60)
+
+
+def test_a_request_that_cannot_fit_is_refused_before_it_is_decoded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Under overload the spans are counted without decoding them, refused and counted."""
+    from prometheus_client import CollectorRegistry
+
+    from spanwatch.otlp import Ingest, Overloaded, ReceiverMetrics, _ingest
+    from spanwatch.otlp._decode import NATIVE
+
+    if not NATIVE:
+        pytest.skip("counting without decoding needs the C fast path")
+    decoded: list[bytes] = []
+    real_decode = _ingest.decode_protobuf
+    monkeypatch.setattr(
+        _ingest, "decode_protobuf", lambda body: decoded.append(body) or real_decode(body)
+    )
+    registry = CollectorRegistry()
+    taken: list[SpanBatch] = []
+    ingest = Ingest(
+        lambda batch: taken.append(batch) or True,
+        ReceiverMetrics(registry),
+        retry_after=1.0,
+        room=lambda spans: spans <= 5,
+    )
+    with pytest.raises(Overloaded, match="busy: 6 span"):
+        ingest.export(many_spans(6).SerializeToString(), "grpc")
+    assert not decoded and not taken
+    refused = registry.get_sample_value(
+        "spanwatch_receiver_refused_spans_total", {"transport": "grpc"}
+    )
+    assert refused == 6
+    assert ingest.export(many_spans(5).SerializeToString(), "grpc") == (0, "")
+    assert len(decoded) == 1 and len(taken[0]) == 5

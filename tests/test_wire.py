@@ -16,7 +16,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from spanwatch.model import SEMCONV_COLUMNS
 from spanwatch.otlp import MalformedPayload, decode_protobuf
-from spanwatch.otlp._decode import NATIVE, _wire
+from spanwatch.otlp._decode import NATIVE, _wire, count_spans
 from tests.otlp_payloads import many_spans
 
 pytestmark = pytest.mark.skipif(not NATIVE, reason="the C fast path was not built")
@@ -117,6 +117,17 @@ def outcome(body: bytes, native: bool) -> object:
     return (result.batch.columns(), result.refused, result.reason)
 
 
+def assert_counted(body: bytes) -> None:
+    """count_spans() tells, without decoding, as many spans as decoding finds (taken or
+    refused), or says it cannot tell; a body protobuf refuses may be counted anyhow."""
+    counted = count_spans(body)
+    try:
+        result = decode_protobuf(body, native=False)
+    except MalformedPayload:
+        return
+    assert counted is None or counted == len(result.batch) + result.refused
+
+
 @CHECK
 @given(requests())
 def test_well_formed_requests_decode_alike_and_take_the_fast_path(
@@ -125,6 +136,10 @@ def test_well_formed_requests_decode_alike_and_take_the_fast_path(
     body = request.SerializeToString()
     assert _wire.decode(body) is not None
     assert outcome(body, native=True) == outcome(body, native=False)
+    assert count_spans(body) == sum(
+        len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans
+    )
+    assert_counted(body)
 
 
 @CHECK
@@ -146,12 +161,14 @@ def test_altered_bytes_decode_alike_or_fall_back(
         else:
             body[i:i] = data.draw(st.binary(min_size=1, max_size=4))
     assert outcome(bytes(body), native=True) == outcome(bytes(body), native=False)
+    assert_counted(bytes(body))
 
 
 @CHECK
 @given(st.binary(max_size=64))
 def test_random_bytes_decode_alike(body: bytes) -> None:
     assert outcome(body, native=True) == outcome(body, native=False)
+    assert_counted(body)
 
 
 def _varint(n: int) -> bytes:

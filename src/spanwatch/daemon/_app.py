@@ -76,7 +76,13 @@ class Daemon:
             "Resident memory, as the memory limit last read it.",
             registry=self.registry,
         ).set_function(lambda: self.memory.rss)
-        self.ingest = Ingest(self.pipeline.offer, metrics, config.receiver.retry_after, self.memory)
+        self.ingest = Ingest(
+            self.pipeline.offer,
+            metrics,
+            config.receiver.retry_after,
+            self.memory,
+            room=self.pipeline.has_room,
+        )
         self.store = Store(
             config.storage.data_dir / "spanwatch.db",
             redact=redactor.redact,

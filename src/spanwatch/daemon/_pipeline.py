@@ -63,6 +63,14 @@ class Pipeline:
     def queued_spans(self) -> int:
         return self._queued_spans
 
+    def has_room(self, spans: int) -> bool:
+        """Whether a batch of ``spans`` spans would be taken now (see :meth:`offer`)."""
+        with self._cond:
+            return not self._closing and self._fits(spans)
+
+    def _fits(self, spans: int) -> bool:
+        return not self._queued_spans or self._queued_spans + spans <= self._capacity
+
     def offer(self, batch: SpanBatch) -> bool:
         """Queue a batch; False when it does not fit now or the pipeline is shutting down.
 
@@ -72,7 +80,7 @@ class Pipeline:
         with self._cond:
             if self._closing:
                 return False
-            if self._queued_spans and self._queued_spans + len(batch) > self._capacity:
+            if not self._fits(len(batch)):
                 return False
             self._queue.append(batch)
             self._queued_spans += len(batch)

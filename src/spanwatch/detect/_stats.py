@@ -11,12 +11,13 @@ from __future__ import annotations
 import heapq
 import math
 import operator
+import struct
 from array import array
 from bisect import bisect_right
 from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from itertools import accumulate
+from itertools import accumulate, compress
 
 from ddsketch.mapping import LogarithmicMapping
 
@@ -32,6 +33,8 @@ _MAPPING = LogarithmicMapping(SKETCH_ACCURACY)
 _COUNTS = "I" if array("I").itemsize >= 4 else "L"
 _CHUNK = 8  # buckets a sketch grows by
 _NO_STREAK = (0.0, 0.0)
+# a window's sampled span: span id, duration (ns, unsigned), trace id
+_RECORD = struct.Struct(">8sQ16s")
 
 
 def chernoff_upper(k: int, n: int, p: float) -> float:
@@ -69,9 +72,10 @@ class WindowAcc:
 
     count: int = 0
     errors: int = 0
-    # (span id, duration, trace id) of the smallest span ids seen, up to 2 x RESERVOIR before
-    # a cut; span ids are 8 bytes, so their byte order is their numeric order
-    sample: list[tuple[bytes, int, bytes]] = field(default_factory=list)
+    # (span id, duration, trace id) records of the smallest span ids seen, packed (32 bytes
+    # each, in that order, so the bytes of a record sort as its fields do), up to 2 x
+    # RESERVOIR of them before a cut
+    sample: bytearray = field(default_factory=bytearray)
     cut: bytes = b"\xff" * 9  # ids at or above it cannot make the sample any more
     # (duration, trace, span) of the slowest, kept apart only once the sample has been cut:
     # until then every span is in the sample
@@ -92,8 +96,11 @@ class WindowAcc:
         span_ids: list[bytes],
         errors: Iterable[tuple[str, bytes, bytes]] = (),
     ) -> None:
-        """Spans given column by column, and (signature, span id, trace id) of those that
-        failed, in the order they came: the same window as adding them one by one."""
+        """Spans given column by column (8-byte span ids, 16-byte trace ids), and (signature,
+        span id, trace id) of those that failed, in the order they came: the same window as
+        adding them one by one. A span that ends before it starts counts as taking no time."""
+        if durations and min(durations) < 0:
+            durations = [max(d, 0) for d in durations]
         self.count += len(durations)
         top = self.top
         if top is not None:  # the sample has been cut: the slowest are kept apart
@@ -108,11 +115,13 @@ class WindowAcc:
                 del top[SLOWEST:]
                 self.slow_cut = top[-1][0]
         cut = self.cut
-        sample = self.sample
-        sample += [
-            (s, d, t) for s, d, t in zip(span_ids, durations, trace_ids, strict=True) if s < cut
-        ]
-        if len(sample) >= 2 * RESERVOIR:
+        if top is not None:
+            kept = list(map(cut.__gt__, span_ids))
+            span_ids = list(compress(span_ids, kept))
+            durations = list(compress(durations, kept))
+            trace_ids = list(compress(trace_ids, kept))
+        self.sample += b"".join(map(_RECORD.pack, span_ids, durations, trace_ids))
+        if len(self.sample) >= 2 * RESERVOIR * _RECORD.size:
             self._cut()
         for signature, span_id, trace_id in errors:
             self.errors += 1
@@ -123,18 +132,22 @@ class WindowAcc:
 
     def _cut(self) -> None:
         """Keep the RESERVOIR smallest span ids (and, from the first cut on, the slowest apart)."""
+        size = _RECORD.size
         sample = self.sample
-        if len(sample) > RESERVOIR and self.top is None:  # every span so far is in the sample
+        if len(sample) > RESERVOIR * size and self.top is None:  # every span is in the sample
             self.top = self.slowest
             self.slow_cut = self.top[-1][0]
-        sample.sort()
-        del sample[RESERVOIR:]
-        if len(sample) == RESERVOIR:
-            self.cut = sample[-1][0]
+        packed = bytes(sample)
+        records = sorted(packed[i : i + size] for i in range(0, len(packed), size))
+        del records[RESERVOIR:]
+        self.sample = bytearray(b"".join(records))
+        if len(records) == RESERVOIR:
+            self.cut = records[-1][:8]
 
     def _sample(self) -> list[tuple[bytes, int, bytes]]:
+        """(span id, duration, trace id) of the sample, in span id order."""
         self._cut()
-        return self.sample
+        return list(_RECORD.iter_unpack(self.sample))
 
     @property
     def durations(self) -> list[int]:
@@ -145,7 +158,9 @@ class WindowAcc:
         """The 8 slowest spans as (duration, trace id, span id), slowest first."""
         if self.top is not None:
             return sorted(self.top, reverse=True)[:SLOWEST]
-        return heapq.nlargest(SLOWEST, ((d, trace, span) for span, d, trace in self.sample))
+        return heapq.nlargest(
+            SLOWEST, ((d, trace, span) for span, d, trace in _RECORD.iter_unpack(self.sample))
+        )
 
     def example_ids(self, errors: bool = False) -> list[tuple[bytes, bytes]]:
         """(trace id, span id) pairs, in span id order: 20 of the errors, or 5 of all spans."""

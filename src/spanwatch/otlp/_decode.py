@@ -98,6 +98,12 @@ def decode_protobuf(body: bytes, native: bool = NATIVE) -> DecodeResult:
     return decode_request(parse_protobuf(body))
 
 
+def count_spans(body: bytes) -> int | None:
+    """How many spans a protobuf request holds, without decoding them (about 50× cheaper);
+    None when that cannot be told cheaply (no C fast path, or a body it is unsure of)."""
+    return _wire.count_spans(body) if NATIVE else None
+
+
 def parse_protobuf(body: bytes) -> ExportTraceServiceRequest:
     request = ExportTraceServiceRequest()
     try:
