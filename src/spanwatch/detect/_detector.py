@@ -16,7 +16,7 @@ from collections import Counter, OrderedDict, defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from spanwatch.model import (
     Deploy,
@@ -79,6 +79,16 @@ class _Span(NamedTuple):
 
 # NamedTuple's own constructor is Python code; this one is not, and takes a plain tuple.
 _make_span = partial(tuple.__new__, _Span)
+# A stored trace is one flat list, _WIDTH values a span in _Span's order (a tuple for each
+# span would be one more object to make, and for the cycle collector to visit, per span).
+_WIDTH = len(_Span._fields)
+_SPAN_ID, _PARENT, _KEY, _WINDOW = 0, 1, 2, _WIDTH - 1
+assert _Span._fields.index("window") == _WINDOW
+
+
+def _spans(flat: list[Any] | None) -> list[_Span]:
+    """A stored trace's spans."""
+    return list(map(_make_span, zip(*[iter(flat or ())] * _WIDTH, strict=True)))
 
 
 @dataclass(slots=True)
@@ -111,7 +121,7 @@ class Detector:
         self._windows: dict[int, dict[Key, WindowAcc]] = {}
         self._closed = -1  # index of the last closed window; -1 before the first span
         self.watermark_ns = 0
-        self._traces: OrderedDict[bytes, list[_Span]] = OrderedDict()
+        self._traces: OrderedDict[bytes, list[Any]] = OrderedDict()  # flat, see _WIDTH
         # the traces each open window has spans of, in the order they first did
         self._window_traces: dict[int, dict[bytes, None]] = {}
         self._parents: dict[Key, set[Key]] = defaultdict(set)
@@ -232,18 +242,15 @@ class Detector:
                     failed.get((window, key), ()),
                 )
             start = stop
-        spans = map(
-            _make_span,
-            zip(
-                span_ids,
-                map(b.parent_span_id.__getitem__, rows),
-                keys,
-                errors,
-                durations,
-                self._dependencies(b, rows, kinds, keys),
-                span_windows,
-                strict=True,
-            ),
+        spans = zip(
+            span_ids,
+            map(b.parent_span_id.__getitem__, rows),
+            keys,
+            errors,
+            durations,
+            self._dependencies(b, rows, kinds, keys),
+            span_windows,
+            strict=True,
         )
         self._keep_traces(trace_ids, spans)
 
@@ -314,19 +321,20 @@ class Detector:
                     out[j] = seen.setdefault(call, call)
         return out
 
-    def _keep_traces(self, trace_ids: list[bytes], spans: Iterable[_Span]) -> None:
-        """Add spans to the recent traces: max_traces of them, the oldest going first."""
+    def _keep_traces(self, trace_ids: list[bytes], spans: Iterable[tuple[Any, ...]]) -> None:
+        """Add spans (their _Span fields) to the recent traces: max_traces of them, the oldest
+        going first, each with its first max_spans_per_trace spans."""
         traces = self._traces
         max_traces = self.settings.max_traces
-        max_spans = self.settings.max_spans_per_trace
+        max_values = self.settings.max_spans_per_trace * _WIDTH
         for trace_id, span in zip(trace_ids, spans, strict=True):
             kept = traces.get(trace_id)
             if kept is None:
-                traces[trace_id] = [span]
+                traces[trace_id] = list(span)
                 if len(traces) > max_traces:
                     traces.popitem(last=False)
-            elif len(kept) < max_spans:
-                kept.append(span)
+            elif len(kept) < max_values:
+                kept += span
         for window, touched in self._window_traces.items():
             if len(touched) > 2 * max_traces:  # bounded like the traces themselves
                 self._window_traces[window] = {t: None for t in touched if t in traces}
@@ -400,23 +408,25 @@ class Detector:
         self._expire_traces(window)
         return events
 
-    def _learn_edges(self, traces: list[list[_Span]], window: int) -> None:
-        for spans in traces:
-            by_id = {sp.span_id: sp for sp in spans}
-            for sp in spans:
-                if sp.window == window and sp.parent:
-                    parent = by_id.get(sp.parent)
-                    if parent is not None and parent.key != sp.key:
-                        parents = self._parents[sp.key]
+    def _learn_edges(self, traces: list[list[Any]], window: int) -> None:
+        for flat in traces:
+            keys = flat[_KEY::_WIDTH]
+            key_of = dict(zip(flat[_SPAN_ID::_WIDTH], keys, strict=True))
+            parents_of = zip(flat[_PARENT::_WIDTH], keys, flat[_WINDOW::_WIDTH], strict=True)
+            for parent, key, at in parents_of:
+                if at == window and parent:
+                    parent_key = key_of.get(parent)
+                    if parent_key is not None and parent_key != key:
+                        parents = self._parents[key]
                         if len(parents) < 32:
-                            parents.add(parent.key)
+                            parents.add(parent_key)
 
     def _expire_traces(self, window: int) -> None:
         horizon = window - 6
         traces = self._traces
         while traces:
-            spans = next(iter(traces.values()))
-            if spans and spans[-1].window > horizon:
+            flat = next(iter(traces.values()))
+            if flat and flat[-1] > horizon:  # the window of its latest span
                 break
             traces.popitem(last=False)
 
@@ -466,14 +476,18 @@ class Detector:
         return others >= 2
 
     def _retry_findings(
-        self, traces: list[list[_Span]], accs: dict[Key, WindowAcc]
+        self, traces: list[list[Any]], accs: dict[Key, WindowAcc]
     ) -> list[tuple[Key, Finding]]:
         per_key: Counter[Key] = Counter()
         retried: Counter[Key] = Counter()
         worst: dict[Key, int] = {}
-        for spans in traces:
+        for flat in traces:
             # A retry is one caller span making the same call again and again.
-            clients = [(sp.parent, sp.key) for sp in spans if sp.key.kind in _CLIENT_KINDS]
+            clients = [
+                (parent, key)
+                for parent, key in zip(flat[_PARENT::_WIDTH], flat[_KEY::_WIDTH], strict=True)
+                if key.kind in _CLIENT_KINDS
+            ]
             if not clients:
                 continue
             if len(set(clients)) == len(clients):  # the common case: no call repeated
@@ -566,7 +580,7 @@ class Detector:
         votes: Counter[tuple[Operation, bool]] = Counter()
         cascades = 0
         for trace_id, span_id in examples[:20]:
-            spans = self._traces.get(trace_id)
+            spans = _spans(self._traces.get(trace_id))
             if not spans:
                 continue
             by_id = {sp.span_id: sp for sp in spans}
@@ -763,7 +777,7 @@ class Detector:
     def _critical_path(self, trace_ids: list[bytes]) -> tuple[PathStep, ...]:
         """From the entry span down, following the failing child, else the longest one."""
         for trace_id in trace_ids:
-            spans = self._traces.get(trace_id)
+            spans = _spans(self._traces.get(trace_id))
             if not spans:
                 continue
             ids = {sp.span_id for sp in spans}
