@@ -410,6 +410,8 @@ class Detector:
 
     def _learn_edges(self, traces: list[list[Any]], window: int) -> None:
         for flat in traces:
+            if len(flat) == _WIDTH:  # one span: no parent within the trace
+                continue
             keys = flat[_KEY::_WIDTH]
             key_of = dict(zip(flat[_SPAN_ID::_WIDTH], keys, strict=True))
             parents_of = zip(flat[_PARENT::_WIDTH], keys, flat[_WINDOW::_WIDTH], strict=True)
@@ -482,6 +484,11 @@ class Detector:
         retried: Counter[Key] = Counter()
         worst: dict[Key, int] = {}
         for flat in traces:
+            if len(flat) == _WIDTH:  # one span: one call at most
+                key = flat[_KEY]
+                if key.kind in _CLIENT_KINDS:
+                    per_key[key] += 1
+                continue
             # A retry is one caller span making the same call again and again.
             clients = [
                 (parent, key)
