@@ -215,7 +215,11 @@ def test_the_latency_baseline_gives_the_quantiles_of_ddsketch_itself() -> None:
                 sketch.add(float(max(d, 0)))
         return sketch
 
+    from spanwatch.detect._stats import _MAPPING
+
     rng = random.Random(1)
+    values = [rng.randrange(1, 10**13) for _ in range(20_000)] + [1, 2, 3, 10**18]
+    assert bucketed(values)[0] == Counter(map(_MAPPING.key, values))
     for _ in range(20):
         epoch = rng.randrange(1, 6)
         ours, learned = Sketches(epoch), []
