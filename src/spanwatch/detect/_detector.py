@@ -297,12 +297,14 @@ class Detector:
                     evicted.add(gone)
                 batch_keys[ident] = key
             key_of[ident] = key
-        if not evicted & set(key_of.values()):
+        if not evicted:
             return key_of, True
-        for ident in [i for i, k in key_of.items() if k in evicted]:
-            del key_of[ident]
-            del batch_keys[ident]
-        return key_of, False
+        complete = True
+        for ident in [i for i, k in batch_keys.items() if k in evicted]:
+            del batch_keys[ident]  # a later segment of the batch touches it again
+            if key_of.pop(ident, None) is not None:
+                complete = False
+        return key_of, complete
 
     def _dependencies(
         self, b: SpanBatch, rows: list[int], kinds: list[int], keys: list[Key]
