@@ -190,22 +190,24 @@ class Detector:
         services = list(map(b.service.__getitem__, rows))
         ends = list(map(b.end_ns.__getitem__, rows))
         self._track_versions(services, list(map(b.service_version.__getitem__, rows)), ends)
+        kinds = list(map(b.kind.__getitem__, rows))
 
         def idents() -> Iterator[tuple[str, str, str, int]]:  # (service, name, route, kind)
             return zip(
-                map(b.service.__getitem__, rows),
+                services,
                 map(b.name.__getitem__, rows),
                 map(b.http_route.__getitem__, rows),
-                map(b.kind.__getitem__, rows),
+                kinds,
                 strict=True,
             )
 
         key_of, complete = self._touch_keys(dict.fromkeys(idents()), batch_keys)
         if not complete:  # more keys in the batch than max_keys: spans of the evicted ones go
             rows = [row for row, ident in zip(rows, idents(), strict=True) if ident in key_of]
+            services = list(map(b.service.__getitem__, rows))
             ends = list(map(b.end_ns.__getitem__, rows))
+            kinds = list(map(b.kind.__getitem__, rows))
         keys = list(map(key_of.__getitem__, idents()))
-        kinds = list(map(b.kind.__getitem__, rows))
         durations = list(map(int.__sub__, ends, map(b.start_ns.__getitem__, rows)))
         trace_ids = list(map(b.trace_id.__getitem__, rows))
         span_ids = list(map(b.span_id.__getitem__, rows))
