@@ -70,7 +70,7 @@ class KeyTable:
         keys = self._keys
         if key in keys:
             keys.move_to_end(key)
-            return keys[key] or key, None  # (None in a snapshot from before keys were shared)
+            return keys[key], None
         keys[key] = key
         if len(keys) > self.capacity:
             old, _ = keys.popitem(last=False)
