@@ -221,3 +221,25 @@ def test_unknown_fields_and_invalid_text_go_to_protobuf() -> None:
 def test_a_large_request_decodes_alike() -> None:
     body = many_spans(5000).SerializeToString()
     assert outcome(body, native=True) == outcome(body, native=False)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [b"\xff", b"\xc0\xaf", b"\xe0\x80\xaf", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xc3"],
+    ids=["stray", "overlong-2", "overlong-3", "surrogate", "above-max", "cut-short"],
+)
+def test_invalid_text_anywhere_in_a_long_name_goes_to_protobuf(bad: bytes) -> None:
+    """Text is checked eight ASCII bytes at a time: a bad sequence is found at any offset,
+    and valid multi-byte text around the fast path's blocks is kept."""
+    for offset in range(0, 20):
+        name = b"a" * offset + bad + b"b" * (19 - offset)
+        body = _field(1, 2, _field(2, 2, _field(2, 2, _field(5, 2, name))))
+        assert _wire.decode(body) is None, offset
+    span = many_spans(1).resource_spans[0].scope_spans[0].spans[0]
+    for offset in range(0, 20):
+        span.name = "a" * offset + "é€😀" + "b" * (19 - offset)
+        request = ExportTraceServiceRequest()
+        request.resource_spans.add().scope_spans.add().spans.append(span)
+        assert _wire.decode(request.SerializeToString()) is not None
+        fast = decode_protobuf(request.SerializeToString(), native=True)
+        assert fast.batch.name == [span.name]

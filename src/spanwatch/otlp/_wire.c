@@ -76,6 +76,14 @@ static int skip_fixed32(Buf *b) {
 static int valid_utf8(const uint8_t *s, size_t n) {
     size_t i = 0;
     while (i < n) {
+        if (i + 8 <= n) { /* eight ASCII bytes at a time: most text is ASCII */
+            uint64_t w;
+            memcpy(&w, s + i, 8);
+            if ((w & 0x8080808080808080ull) == 0) {
+                i += 8;
+                continue;
+            }
+        }
         uint8_t c = s[i];
         if (c < 0x80) {
             i++;
@@ -547,6 +555,11 @@ static int read_span(Buf b, PyObject *service, PyObject *version, Columns *c) {
         if (col == int_column && values[col].kind == V_INT) { /* int(str(n)) is n */
             if (put(c->semconv[col], PyLong_FromLongLong((long long)values[col].num)) < 0)
                 return -2;
+            continue;
+        }
+        if (col == int_column && (values[col].kind == V_NONE || values[col].kind == V_OTHER)) {
+            /* their text is "", and int("") fails: 0, without making the error */
+            if (put(c->semconv[col], PyLong_FromLong(0)) < 0) return -2;
             continue;
         }
         PyObject *text = scalar_text(&c->cache, &values[col]);
