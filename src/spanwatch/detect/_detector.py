@@ -16,6 +16,8 @@ from collections import Counter, OrderedDict, defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import partial
+from itertools import compress, repeat
+from operator import eq
 from typing import Any, NamedTuple
 
 from spanwatch.model import (
@@ -33,6 +35,8 @@ from spanwatch.model import (
     StatusCode,
 )
 
+from . import _filing as filing
+from ._filing import take
 from ._keys import Key, KeyTable, template
 from ._settings import Settings
 from ._stats import Finding, KeyStats, WindowAcc, chernoff_upper
@@ -157,8 +161,8 @@ class Detector:
         n = len(ends)
         if self._closed < 0 and n:
             self._closed = min(ends) // w - 1
-        order = sorted(range(n), key=ends.__getitem__)
-        by_end = list(map(ends.__getitem__, order))
+        order = filing.order(ends)
+        by_end = take(ends, order)
         events: list[Event] = []
         batch_keys: dict[tuple[str, str, str, int], Key] = {}  # each key touched once a batch
         pos = 0
@@ -187,16 +191,18 @@ class Detector:
     ) -> None:
         """File spans (``rows`` of the batch, in end-time order, none of them late)."""
         w = self._w
-        services = list(map(b.service.__getitem__, rows))
-        ends = list(map(b.end_ns.__getitem__, rows))
-        self._track_versions(services, list(map(b.service_version.__getitem__, rows)), ends)
-        kinds = list(map(b.kind.__getitem__, rows))
+        services = take(b.service, rows)
+        ends = take(b.end_ns, rows)
+        self._track_versions(services, take(b.service_version, rows), ends)
+        kinds = take(b.kind, rows)
 
-        def idents() -> Iterator[tuple[str, str, str, int]]:  # (service, name, route, kind)
+        # (service, name, route, kind) of each span, made twice rather than kept: a tuple a span
+        # kept alive would wake the cycle collector every few hundred spans
+        def idents() -> Iterator[tuple[str, str, str, int]]:
             return zip(
                 services,
-                map(b.name.__getitem__, rows),
-                map(b.http_route.__getitem__, rows),
+                take(b.name, rows),
+                take(b.http_route, rows),
                 kinds,
                 strict=True,
             )
@@ -204,20 +210,19 @@ class Detector:
         key_of, complete = self._touch_keys(dict.fromkeys(idents()), batch_keys)
         if not complete:  # more keys in the batch than max_keys: spans of the evicted ones go
             rows = [row for row, ident in zip(rows, idents(), strict=True) if ident in key_of]
-            services = list(map(b.service.__getitem__, rows))
-            ends = list(map(b.end_ns.__getitem__, rows))
-            kinds = list(map(b.kind.__getitem__, rows))
+            services = take(b.service, rows)
+            ends = take(b.end_ns, rows)
+            kinds = take(b.kind, rows)
         keys = list(map(key_of.__getitem__, idents()))
-        durations = list(map(int.__sub__, ends, map(b.start_ns.__getitem__, rows)))
-        trace_ids = list(map(b.trace_id.__getitem__, rows))
-        span_ids = list(map(b.span_id.__getitem__, rows))
-        errors = [False] * len(rows)
+        durations = list(map(int.__sub__, ends, take(b.start_ns, rows)))
+        trace_ids = take(b.trace_id, rows)
+        span_ids = take(b.span_id, rows)
+        errors = list(map(eq, take(b.status_code, rows), repeat(_ERROR)))
         # (window, key) -> (signature, span id, trace id) of its failed spans, in order
         failed: dict[tuple[int, Key], list[tuple[str, bytes, bytes]]] = defaultdict(list)
-        codes = b.status_code
-        for j, row in enumerate(rows):
-            if codes[row] == _ERROR:
-                errors[j] = True
+        if any(errors):
+            for j in compress(range(len(rows)), errors):
+                row = rows[j]
                 signature = b.exception_type[row] or template(b.status_message[row][:80])
                 failed[ends[j] // w, keys[j]].append(
                     (signature or "error", span_ids[j], trace_ids[j])
@@ -229,32 +234,23 @@ class Detector:
             stop = bisect_left(ends, (window + 1) * w, start)
             span_windows += [window] * (stop - start)
             self._window_traces.setdefault(window, {}).update(dict.fromkeys(trace_ids[start:stop]))
-            by_key: dict[Key, list[int]] = defaultdict(list)
-            for j, key in zip(range(start, stop), keys[start:stop], strict=True):
-                by_key[key].append(j)
             bucket = self._windows.setdefault(window, {})
-            for key, js in by_key.items():
+            for key, js in filing.group(keys, start, stop).items():
                 acc = bucket.get(key)
                 if acc is None:
                     acc = bucket[key] = WindowAcc()
                 acc.add_many(
-                    list(map(durations.__getitem__, js)),
-                    list(map(trace_ids.__getitem__, js)),
-                    list(map(span_ids.__getitem__, js)),
+                    take(durations, js),
+                    take(trace_ids, js),
+                    take(span_ids, js),
                     failed.get((window, key), ()),
                 )
             start = stop
-        spans = zip(
-            span_ids,
-            map(b.parent_span_id.__getitem__, rows),
-            keys,
-            errors,
-            durations,
-            self._dependencies(b, rows, kinds, keys),
-            span_windows,
-            strict=True,
-        )
-        self._keep_traces(trace_ids, spans)
+        parents = take(b.parent_span_id, rows)
+        dependencies = self._dependencies(b, rows, kinds, keys)
+        # the _Span fields, in its order
+        columns = (span_ids, parents, keys, errors, durations, dependencies, span_windows)
+        self._keep_traces(trace_ids, columns)
 
     def _track_versions(self, services: list[str], versions: list[str], ends: list[int]) -> None:
         """Note each service's version, and a deploy when it changes."""
@@ -325,20 +321,14 @@ class Detector:
                     out[j] = seen.setdefault(call, call)
         return out
 
-    def _keep_traces(self, trace_ids: list[bytes], spans: Iterable[tuple[Any, ...]]) -> None:
-        """Add spans (their _Span fields) to the recent traces: max_traces of them, the oldest
-        going first, each with its first max_spans_per_trace spans."""
+    def _keep_traces(self, trace_ids: list[bytes], columns: tuple[list[Any], ...]) -> None:
+        """Add spans (columns of their _Span fields) to the recent traces: max_traces of them,
+        the oldest going first, each with its first max_spans_per_trace spans."""
         traces = self._traces
         max_traces = self.settings.max_traces
-        max_values = self.settings.max_spans_per_trace * _WIDTH
-        for trace_id, span in zip(trace_ids, spans, strict=True):
-            kept = traces.get(trace_id)
-            if kept is None:
-                traces[trace_id] = list(span)
-                if len(traces) > max_traces:
-                    traces.popitem(last=False)
-            elif len(kept) < max_values:
-                kept += span
+        filing.keep_traces(
+            traces, trace_ids, columns, max_traces, self.settings.max_spans_per_trace * _WIDTH
+        )
         for window, touched in self._window_traces.items():
             if len(touched) > 2 * max_traces:  # bounded like the traces themselves
                 self._window_traces[window] = {t: None for t in touched if t in traces}

@@ -1,0 +1,213 @@
+/*
+ * The detector's per-span filing loops, in C. Each function does exactly what its Python
+ * reference in _filing.py does (tests check them against each other); the detector decides
+ * everything else. No I/O, no state: the detector stays pure and picklable.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+typedef struct {
+    uint64_t value;
+    Py_ssize_t index;
+} Item;
+
+static int compare_items(const void *a, const void *b) {
+    const Item *x = a, *y = b;
+    if (x->value != y->value) return x->value < y->value ? -1 : 1;
+    return x->index < y->index ? -1 : x->index > y->index;
+}
+
+/* order(values) -> the indices that sort values, ties in index order; None when a value is
+ * not an int in [0, 2**64), which the caller then sorts itself. */
+static PyObject *order(PyObject *self, PyObject *values) {
+    if (!PyList_CheckExact(values)) {
+        PyErr_SetString(PyExc_TypeError, "order() takes a list");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(values);
+    Item *items = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(Item));
+    if (items == NULL) return PyErr_NoMemory();
+    int sorted = 1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *v = PyList_GET_ITEM(values, i);
+        uint64_t u = PyLong_CheckExact(v) ? PyLong_AsUnsignedLongLong(v) : (uint64_t)-1;
+        if (u == (uint64_t)-1 && (!PyLong_CheckExact(v) || PyErr_Occurred())) {
+            PyErr_Clear();
+            PyMem_Free(items);
+            Py_RETURN_NONE;
+        }
+        items[i].value = u;
+        items[i].index = i;
+        if (i && u < items[i - 1].value) sorted = 0;
+    }
+    if (!sorted) qsort(items, (size_t)n, sizeof(Item), compare_items);
+    PyObject *out = PyList_New(n);
+    if (out == NULL) {
+        PyMem_Free(items);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *index = PyLong_FromSsize_t(items[i].index);
+        if (index == NULL) {
+            Py_DECREF(out);
+            PyMem_Free(items);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, index);
+    }
+    PyMem_Free(items);
+    return out;
+}
+
+/* take(column, rows) -> [column[row] for row in rows] */
+static PyObject *take(PyObject *self, PyObject *args) {
+    PyObject *column, *rows;
+    if (!PyArg_ParseTuple(args, "O!O!", &PyList_Type, &column, &PyList_Type, &rows)) return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(rows);
+    PyObject *out = PyList_New(n);
+    if (out == NULL) return NULL;
+    for (Py_ssize_t j = 0; j < n; j++) {
+        Py_ssize_t row = PyNumber_AsSsize_t(PyList_GET_ITEM(rows, j), PyExc_IndexError);
+        if (row == -1 && PyErr_Occurred()) goto fail;
+        Py_ssize_t size = PyList_GET_SIZE(column);
+        if (row < 0) row += size;
+        if (row < 0 || row >= size) {
+            PyErr_SetString(PyExc_IndexError, "list index out of range");
+            goto fail;
+        }
+        PyList_SET_ITEM(out, j, Py_NewRef(PyList_GET_ITEM(column, row)));
+    }
+    return out;
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+
+/* group(keys, start, stop) -> {key: [j, ...]} for j in range(start, stop), in order. */
+static PyObject *group(PyObject *self, PyObject *args) {
+    PyObject *keys;
+    Py_ssize_t start, stop;
+    if (!PyArg_ParseTuple(args, "O!nn", &PyList_Type, &keys, &start, &stop)) return NULL;
+    if (start < 0 || stop > PyList_GET_SIZE(keys) || start > stop) {
+        PyErr_SetString(PyExc_IndexError, "group() range out of the list");
+        return NULL;
+    }
+    PyObject *out = PyDict_New();
+    if (out == NULL) return NULL;
+    for (Py_ssize_t j = start; j < stop && j < PyList_GET_SIZE(keys); j++) {
+        PyObject *key = PyList_GET_ITEM(keys, j);
+        PyObject *rows = PyDict_GetItemWithError(out, key); /* borrowed */
+        if (rows == NULL) {
+            if (PyErr_Occurred()) goto fail;
+            rows = PyList_New(0);
+            if (rows == NULL) goto fail;
+            int rc = PyDict_SetItem(out, key, rows);
+            Py_DECREF(rows); /* the dict holds it */
+            if (rc < 0) goto fail;
+        }
+        PyObject *index = PyLong_FromSsize_t(j);
+        if (index == NULL) goto fail;
+        int rc = PyList_Append(rows, index);
+        Py_DECREF(index);
+        if (rc < 0) goto fail;
+    }
+    return out;
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+
+/* keep_traces(traces, trace_ids, columns, max_traces, max_values): for each span i, its
+ * values (column[i] of each column) go at the end of traces[trace_ids[i]], a flat list; a new
+ * trace goes last, and the first trace goes when there are more than max_traces; a trace
+ * takes no more values once it holds max_values. traces is an OrderedDict; trace ids are
+ * bytes. */
+static PyObject *keep_traces(PyObject *self, PyObject *args) {
+    PyObject *traces, *trace_ids, *columns;
+    Py_ssize_t max_traces, max_values;
+    if (!PyArg_ParseTuple(args, "O!O!O!nn", &PyDict_Type, &traces, &PyList_Type, &trace_ids,
+                          &PyTuple_Type, &columns, &max_traces, &max_values))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(trace_ids), width = PyTuple_GET_SIZE(columns);
+    if (width == 0) {
+        PyErr_SetString(PyExc_ValueError, "keep_traces() needs columns");
+        return NULL;
+    }
+    for (Py_ssize_t c = 0; c < width; c++) {
+        PyObject *column = PyTuple_GET_ITEM(columns, c);
+        if (!PyList_Check(column) || PyList_GET_SIZE(column) != n) {
+            PyErr_SetString(PyExc_ValueError, "keep_traces() columns must be lists as long as trace_ids");
+            return NULL;
+        }
+    }
+    PyObject *popitem = PyUnicode_InternFromString("popitem");
+    if (popitem == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *trace_id = PyList_GET_ITEM(trace_ids, i);
+        if (!PyBytes_CheckExact(trace_id)) { /* whose hash and == run no Python code */
+            PyErr_SetString(PyExc_TypeError, "trace ids must be bytes");
+            goto fail;
+        }
+        /* An OrderedDict keeps its items in its dict: reading them there is reading it. */
+        PyObject *kept = PyDict_GetItemWithError(traces, trace_id); /* borrowed */
+        if (kept == NULL) {
+            if (PyErr_Occurred()) goto fail;
+            PyObject *values = PyList_New(width);
+            if (values == NULL) goto fail;
+            for (Py_ssize_t c = 0; c < width; c++) {
+                PyObject *v = PyList_GET_ITEM(PyTuple_GET_ITEM(columns, c), i);
+                PyList_SET_ITEM(values, c, Py_NewRef(v));
+            }
+            /* through the mapping protocol, so the OrderedDict keeps its order */
+            int rc = PyObject_SetItem(traces, trace_id, values);
+            Py_DECREF(values);
+            if (rc < 0) goto fail;
+            if (PyDict_GET_SIZE(traces) > max_traces) {
+                PyObject *gone = PyObject_CallMethodOneArg(traces, popitem, Py_False);
+                if (gone == NULL) goto fail;
+                Py_DECREF(gone);
+            }
+        } else {
+            if (!PyList_Check(kept)) {
+                PyErr_SetString(PyExc_TypeError, "a kept trace must be a list");
+                goto fail;
+            }
+            if (PyList_GET_SIZE(kept) >= max_values) continue;
+            Py_INCREF(kept);
+            for (Py_ssize_t c = 0; c < width; c++) {
+                if (PyList_Append(kept, PyList_GET_ITEM(PyTuple_GET_ITEM(columns, c), i)) < 0) {
+                    Py_DECREF(kept);
+                    goto fail;
+                }
+            }
+            Py_DECREF(kept);
+        }
+    }
+    Py_DECREF(popitem);
+    Py_RETURN_NONE;
+fail:
+    Py_DECREF(popitem);
+    return NULL;
+}
+
+static PyMethodDef methods[] = {
+    {"order", order, METH_O,
+     "order(values) -> indices sorting the ints, ties in index order; None if not uint64."},
+    {"take", take, METH_VARARGS, "take(column, rows) -> [column[row] for row in rows]."},
+    {"group", group, METH_VARARGS, "group(keys, start, stop) -> {key: [index, ...]}."},
+    {"keep_traces", keep_traces, METH_VARARGS,
+     "keep_traces(traces, trace_ids, columns, max_traces, max_values): add spans to traces."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "spanwatch.detect._kernel",
+    .m_doc = "The detector's per-span filing loops.",
+    .m_size = -1,
+    .m_methods = methods,
+};
+
+PyMODINIT_FUNC PyInit__kernel(void) { return PyModule_Create(&module); }

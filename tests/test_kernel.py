@@ -1,0 +1,129 @@
+"""The detector's C filing loops (_kernel.c) against their Python reference (_filing.py)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from spanwatch.detect import Detector, _detector, _filing
+from spanwatch.model import Pattern
+from spanwatch.sim import NS, Fault, Simulator
+
+pytestmark = pytest.mark.skipif(not _filing.NATIVE, reason="the C filing loops were not built")
+CHECK = settings(max_examples=300, deadline=None)
+kernel = _filing._kernel
+
+UINT64 = st.integers(0, 2**64 - 1)
+
+
+@CHECK
+@given(st.lists(st.one_of(UINT64, st.integers(0, 5)), max_size=60))
+def test_order_sorts_stably_like_sorted(values: list[int]) -> None:
+    assert kernel.order(values) == _filing.py_order(values)
+    assert kernel.order(sorted(values)) == list(range(len(values)))
+
+
+@CHECK
+@given(st.lists(st.one_of(st.integers(-(2**70), 2**70), st.booleans()), min_size=1, max_size=20))
+def test_order_leaves_what_is_not_uint64_to_python(values: list[int]) -> None:
+    found = kernel.order(values)
+    fits = all(type(v) is int and 0 <= v < 2**64 for v in values)
+    assert (found is not None) == fits
+    assert _filing.order(values) == _filing.py_order(values)
+
+
+@CHECK
+@given(st.lists(st.integers(), max_size=30), st.lists(st.integers(-40, 40), max_size=30))
+def test_take_is_indexing(column: list[int], rows: list[int]) -> None:
+    try:
+        expected: Any = _filing.py_take(column, rows)
+    except IndexError:
+        expected = IndexError
+    try:
+        found: Any = kernel.take(column, rows)
+    except IndexError:
+        found = IndexError
+    assert found == expected
+    for take in (kernel.take, _filing.py_take):
+        with pytest.raises(TypeError):
+            take(column, ["1"])  # type: ignore[list-item]
+
+
+@CHECK
+@given(st.lists(st.sampled_from(["a", "b", 3, (1, "x"), b"k"]), max_size=40), st.data())
+def test_group_gives_each_key_its_indices_in_order(keys: list[Any], data: st.DataObject) -> None:
+    start = data.draw(st.integers(0, len(keys)))
+    stop = data.draw(st.integers(start, len(keys)))
+    found = kernel.group(keys, start, stop)
+    assert list(found.items()) == list(_filing.py_group(keys, start, stop).items())
+    with pytest.raises(IndexError):
+        kernel.group(keys, 0, len(keys) + 1)
+
+
+TRACE_IDS = st.sampled_from([bytes([i]) * 16 for i in range(8)])
+
+
+@CHECK
+@given(
+    st.lists(st.tuples(TRACE_IDS, st.integers(), st.text(max_size=2)), max_size=40),
+    st.lists(st.tuples(TRACE_IDS, st.integers(0, 9)), max_size=6),
+    st.integers(1, 6),
+    st.integers(1, 4),
+)
+def test_keep_traces_files_like_the_reference(
+    spans: list[tuple[bytes, int, str]],
+    already: list[tuple[bytes, int]],
+    max_traces: int,
+    max_spans: int,
+) -> None:
+    """Traces new and already kept, the oldest evicted, each cut at max_spans spans."""
+    trace_ids = [s[0] for s in spans]
+    columns = ([s[1] for s in spans], [s[2] for s in spans])
+    stores: list[OrderedDict[bytes, list[Any]]] = []
+    for keep in (kernel.keep_traces, _filing.py_keep_traces):
+        traces: OrderedDict[bytes, list[Any]] = OrderedDict(
+            (trace_id, [n, "old"] * (n % 3 + 1)) for trace_id, n in already
+        )
+        keep(traces, trace_ids, columns, max_traces, max_spans * 2)
+        stores.append(traces)
+    assert list(stores[0].items()) == list(stores[1].items())
+
+
+def test_keep_traces_refuses_what_it_cannot_file_safely() -> None:
+    traces: OrderedDict[bytes, list[Any]] = OrderedDict()
+    with pytest.raises(TypeError, match="bytes"):
+        kernel.keep_traces(traces, ["not bytes"], ([1],), 10, 10)  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="as long as"):
+        kernel.keep_traces(traces, [b"t" * 16], ([1], []), 10, 10)
+    traces[b"t" * 16] = ("a tuple",)  # type: ignore[assignment]
+    with pytest.raises(TypeError, match="list"):
+        kernel.keep_traces(traces, [b"t" * 16], ([1],), 10, 10)
+
+
+def test_the_detector_gives_the_same_events_with_the_python_filing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same traffic, errors and a fault included, through the C loops and through their
+    Python reference: the same events and the same recent traces."""
+    fault = Fault(Pattern.ERROR_BURST, "payments", "POST /v1/charges", 900, 120, 0.5)
+    sim = Simulator(seed=11, faults=(fault,))
+    batches = list(sim.batches(1200, tick_s=2))
+    end = sim.start_ns + 1200 * NS
+
+    def run() -> tuple[list[Any], OrderedDict[bytes, list[Any]]]:
+        detector = Detector()
+        events = [e.fields for b in batches for e in detector.process(b)]
+        events += [e.fields for e in detector.advance(end + 60 * NS)]
+        return events, detector._traces
+
+    native = run()
+    monkeypatch.setattr(_filing, "NATIVE", False)
+    monkeypatch.setattr(_filing, "group", _filing.py_group)
+    monkeypatch.setattr(_filing, "keep_traces", _filing.py_keep_traces)
+    assert _detector.filing is _filing
+    reference = run()
+    assert native[0] and native == reference
