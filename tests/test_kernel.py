@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections import OrderedDict
 from typing import Any
 
@@ -91,6 +92,14 @@ def test_keep_traces_files_like_the_reference(
         keep(traces, trace_ids, columns, max_traces, max_spans * 2)
         stores.append(traces)
     assert list(stores[0].items()) == list(stores[1].items())
+
+
+def test_kept_traces_are_left_out_of_the_cycle_collector() -> None:
+    """Ids, numbers and keys cannot refer back to a trace, so it cannot be in a cycle."""
+    traces: OrderedDict[bytes, list[Any]] = OrderedDict()
+    kernel.keep_traces(traces, [b"t" * 16, b"t" * 16], ([b"a", b"b"], [1, 2]), 10, 10)
+    assert traces[b"t" * 16] == [b"a", 1, b"b", 2]
+    assert not gc.is_tracked(traces[b"t" * 16])
 
 
 def test_keep_traces_refuses_what_it_cannot_file_safely() -> None:

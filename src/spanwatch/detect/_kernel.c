@@ -160,6 +160,11 @@ static PyObject *keep_traces(PyObject *self, PyObject *args) {
                 PyObject *v = PyList_GET_ITEM(PyTuple_GET_ITEM(columns, c), i);
                 PyList_SET_ITEM(values, c, Py_NewRef(v));
             }
+            /* A trace holds ids, numbers, keys and names, none of which can refer back to it:
+             * it can never be part of a reference cycle, so the cycle collector need not walk
+             * it. Tens of thousands of them, each tens of values long, made most of the
+             * collector's work. */
+            PyObject_GC_UnTrack(values);
             /* through the mapping protocol, so the OrderedDict keeps its order */
             int rc = PyObject_SetItem(traces, trace_id, values);
             Py_DECREF(values);
