@@ -180,39 +180,40 @@ class Detector:
             on_time = bisect_left(by_end, (self._closed + 1) * w, pos, closes_at)
             self.late_spans += on_time - pos
             if on_time < closes_at:
-                self._file(batch, order[on_time:closes_at], batch_keys)
+                self._file(batch, order[on_time:closes_at], by_end[on_time:closes_at], batch_keys)
             pos = closes_at
         if n:
             self.watermark_ns = max(self.watermark_ns, by_end[-1])
         return events + self._close_until(self.watermark_ns)
 
     def _file(
-        self, b: SpanBatch, rows: list[int], batch_keys: dict[tuple[str, str, str, int], Key]
+        self,
+        b: SpanBatch,
+        rows: list[int],
+        ends: list[int],
+        batch_keys: dict[tuple[str, str, str, int], Key],
     ) -> None:
-        """File spans (``rows`` of the batch, in end-time order, none of them late)."""
+        """File spans (``rows`` of the batch, in end-time order, none of them late; ``ends``
+        their end times)."""
         w = self._w
         services = take(b.service, rows)
-        ends = take(b.end_ns, rows)
         self._track_versions(services, take(b.service_version, rows), ends)
         kinds = take(b.kind, rows)
+        names = take(b.name, rows)
+        routes = take(b.http_route, rows)
 
         # (service, name, route, kind) of each span, made twice rather than kept: a tuple a span
         # kept alive would wake the cycle collector every few hundred spans
         def idents() -> Iterator[tuple[str, str, str, int]]:
-            return zip(
-                services,
-                take(b.name, rows),
-                take(b.http_route, rows),
-                kinds,
-                strict=True,
-            )
+            return zip(services, names, routes, kinds, strict=True)
 
         key_of, complete = self._touch_keys(dict.fromkeys(idents()), batch_keys)
         if not complete:  # more keys in the batch than max_keys: spans of the evicted ones go
-            rows = [row for row, ident in zip(rows, idents(), strict=True) if ident in key_of]
-            services = take(b.service, rows)
-            ends = take(b.end_ns, rows)
-            kinds = take(b.kind, rows)
+            kept = [j for j, ident in enumerate(idents()) if ident in key_of]
+            rows, ends = take(rows, kept), take(ends, kept)
+            services, names, routes, kinds = (
+                take(c, kept) for c in (services, names, routes, kinds)
+            )
         keys = list(map(key_of.__getitem__, idents()))
         durations = list(map(int.__sub__, ends, take(b.start_ns, rows)))
         trace_ids = take(b.trace_id, rows)
@@ -309,16 +310,25 @@ class Detector:
     ) -> list[tuple[str, str]]:
         """(name, operation) of the uninstrumented system each client span calls, if any."""
         out = [_NO_DEPENDENCY] * len(rows)
+        clients = list(compress(range(len(rows)), map(_CLIENT_KINDS.__contains__, kinds)))
+        if not clients:
+            return out
+        client_rows = take(rows, clients)
         seen: dict[tuple[str, str], tuple[str, str]] = {}
-        for j, kind in enumerate(kinds):
-            if kind in _CLIENT_KINDS:
-                row = rows[j]
-                target = b.peer_service[row] or b.server_address[row]
-                if target and (
-                    b.db_system[row] or b.messaging_system[row] or not b.rpc_system[row]
-                ):
-                    call = (target, b.db_operation[row] or keys[j].operation)
-                    out[j] = seen.setdefault(call, call)
+        for j, peer, address, db, messaging, rpc, db_operation in zip(
+            clients,
+            take(b.peer_service, client_rows),
+            take(b.server_address, client_rows),
+            take(b.db_system, client_rows),
+            take(b.messaging_system, client_rows),
+            take(b.rpc_system, client_rows),
+            take(b.db_operation, client_rows),
+            strict=True,
+        ):
+            target = peer or address
+            if target and (db or messaging or not rpc):
+                call = (target, db_operation or keys[j].operation)
+                out[j] = seen.setdefault(call, call)
         return out
 
     def _keep_traces(self, trace_ids: list[bytes], columns: tuple[list[Any], ...]) -> None:
