@@ -243,3 +243,16 @@ def test_invalid_text_anywhere_in_a_long_name_goes_to_protobuf(bad: bytes) -> No
         assert _wire.decode(request.SerializeToString()) is not None
         fast = decode_protobuf(request.SerializeToString(), native=True)
         assert fast.batch.name == [span.name]
+
+
+def test_spans_of_one_trace_share_their_trace_id() -> None:
+    """Adjacent spans of a trace get one bytes object (and one hash) for its id; a trace
+    seen again later is the same value either way."""
+    request = many_spans(6)
+    spans = request.resource_spans[0].scope_spans[0].spans
+    for i, span in enumerate(spans):
+        span.trace_id = bytes([1 + (i >= 2 and i < 4)]) * 16  # 1, 1, 2, 2, 1, 1
+    fast = decode_protobuf(request.SerializeToString(), native=True)
+    ids = fast.batch.trace_id
+    assert ids == [b"\x01" * 16] * 2 + [b"\x02" * 16] * 2 + [b"\x01" * 16] * 2
+    assert ids[0] is ids[1] and ids[2] is ids[3] and ids[4] is ids[5]

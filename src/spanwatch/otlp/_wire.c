@@ -380,6 +380,7 @@ typedef struct {
     PyObject *semconv[MAX_COLUMNS];
     Py_ssize_t refused[N_REFUSALS];
     Cache cache;
+    PyObject *last_trace; /* borrowed: the trace id column holds it */
 } Columns;
 
 /* Append a new reference (stolen); fails on NULL. */
@@ -537,7 +538,16 @@ static int read_span(Buf b, PyObject *service, PyObject *version, Columns *c) {
         return 0;
     }
     PyObject **core = c->core;
-    if (put(core[C_TRACE], PyBytes_FromStringAndSize((const char *)trace.p, 16)) < 0 ||
+    /* A trace's spans mostly come one after another: they share one bytes object (and its
+     * hash, which the detector takes twice). */
+    PyObject *trace_id;
+    if (c->last_trace != NULL && memcmp(PyBytes_AS_STRING(c->last_trace), trace.p, 16) == 0) {
+        trace_id = Py_NewRef(c->last_trace);
+    } else {
+        trace_id = PyBytes_FromStringAndSize((const char *)trace.p, 16);
+        c->last_trace = trace_id;
+    }
+    if (put(core[C_TRACE], trace_id) < 0 ||
         put(core[C_SPAN], PyBytes_FromStringAndSize((const char *)span.p, 8)) < 0 ||
         put(core[C_PARENT], PyBytes_FromStringAndSize((const char *)parent.p, (Py_ssize_t)plen)) < 0 ||
         put(core[C_SERVICE], Py_NewRef(service)) < 0 ||
