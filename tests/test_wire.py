@@ -7,6 +7,8 @@ well-formed bodies itself, or these tests would compare the protobuf path with i
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -256,3 +258,9 @@ def test_spans_of_one_trace_share_their_trace_id() -> None:
     ids = fast.batch.trace_id
     assert ids == [b"\x01" * 16] * 2 + [b"\x02" * 16] * 2 + [b"\x01" * 16] * 2
     assert ids[0] is ids[1] and ids[2] is ids[3] and ids[4] is ids[5]
+
+
+def test_fast_path_columns_are_left_out_of_the_cycle_collector() -> None:
+    """They hold only str, bytes and int: never part of a cycle, never worth walking."""
+    batch = decode_protobuf(many_spans(3).SerializeToString(), native=True).batch
+    assert all(not gc.is_tracked(column) for column in batch.columns().values())
