@@ -22,6 +22,7 @@ static int compare_items(const void *a, const void *b) {
 /* order(values) -> the indices that sort values, ties in index order; None when a value is
  * not an int in [0, 2**64), which the caller then sorts itself. */
 static PyObject *order(PyObject *self, PyObject *values) {
+    (void)self;
     if (!PyList_CheckExact(values)) {
         PyErr_SetString(PyExc_TypeError, "order() takes a list");
         return NULL;
@@ -63,6 +64,7 @@ static PyObject *order(PyObject *self, PyObject *values) {
 
 /* take(column, rows) -> [column[row] for row in rows] */
 static PyObject *take(PyObject *self, PyObject *args) {
+    (void)self;
     PyObject *column, *rows;
     if (!PyArg_ParseTuple(args, "O!O!", &PyList_Type, &column, &PyList_Type, &rows)) return NULL;
     Py_ssize_t n = PyList_GET_SIZE(rows);
@@ -87,6 +89,7 @@ fail:
 
 /* group(keys, start, stop) -> {key: [j, ...]} for j in range(start, stop), in order. */
 static PyObject *group(PyObject *self, PyObject *args) {
+    (void)self;
     PyObject *keys;
     Py_ssize_t start, stop;
     if (!PyArg_ParseTuple(args, "O!nn", &PyList_Type, &keys, &start, &stop)) return NULL;
@@ -125,6 +128,7 @@ fail:
  * takes no more values once it holds max_values. traces is an OrderedDict; trace ids are
  * bytes. */
 static PyObject *keep_traces(PyObject *self, PyObject *args) {
+    (void)self;
     PyObject *traces, *trace_ids, *columns;
     Py_ssize_t max_traces, max_values;
     if (!PyArg_ParseTuple(args, "O!O!O!nn", &PyDict_Type, &traces, &PyList_Type, &trace_ids,

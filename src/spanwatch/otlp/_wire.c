@@ -375,21 +375,61 @@ enum {
 };
 enum { R_TRACE, R_SPAN, R_PARENT, R_START, R_ORDER, N_REFUSALS };
 
+/* A column being filled: its items (new references) in an array that doubles as it grows,
+ * made a list once the whole request is read. (A list grows by an eighth at a time when
+ * appended to, copying its items again at every step: some 60 times to reach 8,192.) */
 typedef struct {
-    PyObject *core[N_CORE];
-    PyObject *semconv[MAX_COLUMNS];
+    PyObject **items;
+    Py_ssize_t n, cap;
+} Vec;
+
+/* Append a new reference (stolen); fails on NULL. */
+static int put(Vec *v, PyObject *item) {
+    if (item == NULL) return -2;
+    if (v->n == v->cap) {
+        Py_ssize_t cap = v->cap ? 2 * v->cap : 256;
+        PyObject **items = PyMem_Realloc(v->items, (size_t)cap * sizeof *items);
+        if (items == NULL) {
+            Py_DECREF(item);
+            PyErr_NoMemory();
+            return -2;
+        }
+        v->items = items;
+        v->cap = cap;
+    }
+    v->items[v->n++] = item;
+    return 0;
+}
+
+static void vec_clear(Vec *v) {
+    for (Py_ssize_t i = 0; i < v->n; i++) Py_DECREF(v->items[i]);
+    PyMem_Free(v->items);
+    v->items = NULL;
+    v->n = v->cap = 0;
+}
+
+/* The column as a list, which takes over its items; NULL on a Python error. The list holds
+ * only str, bytes and int, which refer to nothing: it cannot be in a reference cycle, and
+ * the cycle collector need not walk its 8,192-odd items each time it runs while the batch
+ * waits or is filed. */
+static PyObject *vec_list(Vec *v) {
+    PyObject *list = PyList_New(v->n);
+    if (list == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < v->n; i++) PyList_SET_ITEM(list, i, v->items[i]);
+    PyMem_Free(v->items);
+    v->items = NULL;
+    v->n = v->cap = 0;
+    PyObject_GC_UnTrack(list);
+    return list;
+}
+
+typedef struct {
+    Vec core[N_CORE];
+    Vec semconv[MAX_COLUMNS];
     Py_ssize_t refused[N_REFUSALS];
     Cache cache;
     PyObject *last_trace; /* borrowed: the trace id column holds it */
 } Columns;
-
-/* Append a new reference (stolen); fails on NULL. */
-static int put(PyObject *list, PyObject *item) {
-    if (item == NULL) return -2;
-    int rc = PyList_Append(list, item);
-    Py_DECREF(item);
-    return rc < 0 ? -2 : 0;
-}
 
 static const uint8_t ZERO[16];
 
@@ -537,7 +577,7 @@ static int read_span(Buf b, PyObject *service, PyObject *version, Columns *c) {
         c->refused[R_ORDER]++;
         return 0;
     }
-    PyObject **core = c->core;
+    Vec *core = c->core;
     /* A trace's spans mostly come one after another: they share one bytes object (and its
      * hash, which the detector takes twice). */
     PyObject *trace_id;
@@ -547,29 +587,29 @@ static int read_span(Buf b, PyObject *service, PyObject *version, Columns *c) {
         trace_id = PyBytes_FromStringAndSize((const char *)trace.p, 16);
         c->last_trace = trace_id;
     }
-    if (put(core[C_TRACE], trace_id) < 0 ||
-        put(core[C_SPAN], PyBytes_FromStringAndSize((const char *)span.p, 8)) < 0 ||
-        put(core[C_PARENT], PyBytes_FromStringAndSize((const char *)parent.p, (Py_ssize_t)plen)) < 0 ||
-        put(core[C_SERVICE], Py_NewRef(service)) < 0 ||
-        put(core[C_VERSION], Py_NewRef(version)) < 0 ||
-        put(core[C_NAME], cached_text(&c->cache, name)) < 0 ||
-        put(core[C_KIND], PyLong_FromLong(kind)) < 0 ||
-        put(core[C_START], PyLong_FromUnsignedLongLong(start)) < 0 ||
-        put(core[C_END], PyLong_FromUnsignedLongLong(end)) < 0 ||
-        put(core[C_STATUS_CODE], PyLong_FromLong(status_code)) < 0 ||
-        put(core[C_STATUS_MESSAGE], cached_text(&c->cache, status_message)) < 0 ||
-        put(core[C_EXC_TYPE], cached_text(&c->cache, exc_type)) < 0 ||
-        put(core[C_EXC_MESSAGE], text_of(exc_message)) < 0)
+    if (put(&core[C_TRACE], trace_id) < 0 ||
+        put(&core[C_SPAN], PyBytes_FromStringAndSize((const char *)span.p, 8)) < 0 ||
+        put(&core[C_PARENT], PyBytes_FromStringAndSize((const char *)parent.p, (Py_ssize_t)plen)) < 0 ||
+        put(&core[C_SERVICE], Py_NewRef(service)) < 0 ||
+        put(&core[C_VERSION], Py_NewRef(version)) < 0 ||
+        put(&core[C_NAME], cached_text(&c->cache, name)) < 0 ||
+        put(&core[C_KIND], PyLong_FromLong(kind)) < 0 ||
+        put(&core[C_START], PyLong_FromUnsignedLongLong(start)) < 0 ||
+        put(&core[C_END], PyLong_FromUnsignedLongLong(end)) < 0 ||
+        put(&core[C_STATUS_CODE], PyLong_FromLong(status_code)) < 0 ||
+        put(&core[C_STATUS_MESSAGE], cached_text(&c->cache, status_message)) < 0 ||
+        put(&core[C_EXC_TYPE], cached_text(&c->cache, exc_type)) < 0 ||
+        put(&core[C_EXC_MESSAGE], text_of(exc_message)) < 0)
         return -2;
     for (int col = 0; col < n_columns; col++) {
         if (col == int_column && values[col].kind == V_INT) { /* int(str(n)) is n */
-            if (put(c->semconv[col], PyLong_FromLongLong((long long)values[col].num)) < 0)
+            if (put(&c->semconv[col], PyLong_FromLongLong((long long)values[col].num)) < 0)
                 return -2;
             continue;
         }
         if (col == int_column && (values[col].kind == V_NONE || values[col].kind == V_OTHER)) {
             /* their text is "", and int("") fails: 0, without making the error */
-            if (put(c->semconv[col], PyLong_FromLong(0)) < 0) return -2;
+            if (put(&c->semconv[col], PyLong_FromLong(0)) < 0) return -2;
             continue;
         }
         PyObject *text = scalar_text(&c->cache, &values[col]);
@@ -584,7 +624,7 @@ static int read_span(Buf b, PyObject *service, PyObject *version, Columns *c) {
             }
             text = n;
         }
-        if (put(c->semconv[col], text) < 0) return -2;
+        if (put(&c->semconv[col], text) < 0) return -2;
     }
     return 0;
 }
@@ -666,8 +706,8 @@ static int read_resource_spans(Buf b, Columns *c) {
 
 static void clear(Columns *c) {
     clear_cache(&c->cache);
-    for (int i = 0; i < N_CORE; i++) Py_CLEAR(c->core[i]);
-    for (int i = 0; i < n_columns; i++) Py_CLEAR(c->semconv[i]);
+    for (int i = 0; i < N_CORE; i++) vec_clear(&c->core[i]);
+    for (int i = 0; i < n_columns; i++) vec_clear(&c->semconv[i]);
 }
 
 static PyObject *decode(PyObject *self, PyObject *arg) {
@@ -677,10 +717,6 @@ static PyObject *decode(PyObject *self, PyObject *arg) {
     Columns c;
     memset(&c, 0, sizeof c);
     int rc = 0;
-    for (int i = 0; i < N_CORE && rc == 0; i++)
-        if ((c.core[i] = PyList_New(0)) == NULL) rc = -2;
-    for (int i = 0; i < n_columns && rc == 0; i++)
-        if ((c.semconv[i] = PyList_New(0)) == NULL) rc = -2;
     Buf b = {view.buf, (const uint8_t *)view.buf + view.len};
     while (rc == 0 && b.p < b.end) {
         uint32_t f, wt;
@@ -706,28 +742,28 @@ static PyObject *decode(PyObject *self, PyObject *arg) {
         clear(&c);
         return NULL;
     }
-    /* The columns hold only str, bytes and int, which refer to nothing: they cannot be in a
-     * reference cycle, and the cycle collector need not walk their 8,192-odd items each time
-     * it runs while a batch waits or is filed. */
     for (int i = 0; i < N_CORE; i++) {
-        PyObject_GC_UnTrack(c.core[i]);
-        PyTuple_SET_ITEM(core, i, c.core[i]);
+        PyObject *list = vec_list(&c.core[i]);
+        if (list == NULL) goto fail;
+        PyTuple_SET_ITEM(core, i, list);
     }
     for (int i = 0; i < n_columns; i++) {
-        PyObject_GC_UnTrack(c.semconv[i]);
-        PyTuple_SET_ITEM(semconv, i, c.semconv[i]);
+        PyObject *list = vec_list(&c.semconv[i]);
+        if (list == NULL) goto fail;
+        PyTuple_SET_ITEM(semconv, i, list);
     }
     for (int i = 0; i < N_REFUSALS; i++) {
         PyObject *n = PyLong_FromSsize_t(c.refused[i]);
-        if (n == NULL) {
-            Py_DECREF(core);
-            Py_DECREF(semconv);
-            Py_DECREF(refused);
-            return NULL;
-        }
+        if (n == NULL) goto fail;
         PyTuple_SET_ITEM(refused, i, n);
     }
     return Py_BuildValue("(NNN)", core, semconv, refused);
+fail: /* the tuples let go of the lists made so far, clear() of the columns not yet made */
+    Py_DECREF(core);
+    Py_DECREF(semconv);
+    Py_DECREF(refused);
+    clear(&c);
+    return NULL;
 }
 
 /* --- counting spans without decoding them ------------------------------------------------ */
