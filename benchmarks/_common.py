@@ -18,7 +18,9 @@ def free_port() -> int:
 
 
 def daemon_command(grpc_port: int, http_port: int, *flags: str) -> list[str]:
-    """spanwatchd without the LLM on loopback ports, with ``flags`` after."""
+    """spanwatchd without the LLM on loopback ports (the WebSocket on a free one, unless
+    ``flags`` name it: a daemon already running on the default port must not stop a
+    benchmark), with ``flags`` after."""
     return [
         sys.executable,
         "-m",
@@ -28,6 +30,8 @@ def daemon_command(grpc_port: int, http_port: int, *flags: str) -> list[str]:
         f"127.0.0.1:{grpc_port}",
         "--http-listen",
         f"127.0.0.1:{http_port}",
+        "--ws-listen",
+        f"127.0.0.1:{free_port()}",
         *flags,
     ]
 
