@@ -26,6 +26,7 @@ from spanwatch.otlp import (
     MemoryGuard,
     ReceiverMetrics,
     auth_middleware,
+    release_free_memory,
 )
 from spanwatch.publish import Hub, OtelEvents, RatingDesk, WebSocketServer, events_enabled
 from spanwatch.store import Store
@@ -67,7 +68,12 @@ class Daemon:
             redact=redactor.redact_mapping,
         )
         self.pipeline = Pipeline(
-            config.receiver.queue_spans, [self.detection, *(stages or [])], self.registry
+            config.receiver.queue_spans,
+            [self.detection, *(stages or [])],
+            self.registry,
+            # the batches' columns, freed between long-lived blocks, would otherwise stay
+            # resident (about 10 MiB of 290 at 100,000 keys, and spikes above that)
+            housekeeping=release_free_memory,
         )
         metrics = ReceiverMetrics(self.registry)
         self.memory = MemoryGuard(config.receiver.memory_limit)

@@ -28,9 +28,19 @@ log = structlog.get_logger("spanwatch.pipeline")
 
 
 class Pipeline:
-    def __init__(self, capacity_spans: int, stages: list[Stage], registry: CollectorRegistry):
+    def __init__(
+        self,
+        capacity_spans: int,
+        stages: list[Stage],
+        registry: CollectorRegistry,
+        housekeeping: Callable[[], object] | None = None,
+        housekeeping_s: float = 10.0,
+    ):
+        """``housekeeping`` runs on the worker, between batches, every ``housekeeping_s``."""
         self._capacity = capacity_spans
         self._stages = stages
+        self._housekeeping = housekeeping
+        self._housekeeping_s = housekeeping_s
         self._queue: deque[SpanBatch] = deque()
         self._queued_spans = 0
         self._cond = threading.Condition()
@@ -101,7 +111,7 @@ class Pipeline:
             self._thread = None
 
     def _run(self) -> None:
-        last_tick = time.monotonic()
+        last_tick = last_housekeeping = time.monotonic()
         while True:
             batch: SpanBatch | None = None
             with self._cond:
@@ -120,6 +130,12 @@ class Pipeline:
             if time.monotonic() - last_tick >= TICK_S:
                 last_tick = time.monotonic()
                 self._tick()
+            if self._housekeeping and time.monotonic() - last_housekeeping >= self._housekeeping_s:
+                last_housekeeping = time.monotonic()
+                try:
+                    self._housekeeping()
+                except Exception:
+                    log.exception("housekeeping failed")
 
     def _tick(self) -> None:
         now = time.time_ns()

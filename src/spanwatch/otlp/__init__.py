@@ -16,7 +16,7 @@ from ._errors import (
 from ._grpc import TRACE_SERVICE, GrpcReceiver
 from ._http import HttpReceiver, auth_middleware
 from ._ingest import BatchSink, Ingest
-from ._memory import MemoryGuard, resident_bytes
+from ._memory import MemoryGuard, release_free_memory, resident_bytes
 from ._metrics import ReceiverMetrics
 
 __all__ = [
@@ -39,5 +39,6 @@ __all__ = [
     "encode_batch",
     "parse_json",
     "parse_protobuf",
+    "release_free_memory",
     "resident_bytes",
 ]
