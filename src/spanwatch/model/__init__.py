@@ -18,9 +18,27 @@ from ._incidents import (
     parse_rating,
     rfc3339_ns,
 )
-from ._spans import SEMCONV_COLUMNS, Span, SpanBatch, SpanKind, StatusCode
+from ._spans import (
+    IDENTITY_ATTRIBUTES,
+    INSTANCE_ATTRIBUTES,
+    RESOURCE_ALIASES,
+    SCOPE_SEPARATOR,
+    SEMCONV_COLUMNS,
+    Span,
+    SpanBatch,
+    SpanKind,
+    StatusCode,
+    make_scope,
+    make_source,
+    source_parts,
+    split_scope,
+)
 
 __all__ = [
+    "IDENTITY_ATTRIBUTES",
+    "INSTANCE_ATTRIBUTES",
+    "RESOURCE_ALIASES",
+    "SCOPE_SEPARATOR",
     "SEMCONV_COLUMNS",
     "Deploy",
     "Event",
@@ -40,6 +58,10 @@ __all__ = [
     "StatusCode",
     "StorageUnavailable",
     "UnknownAnalysis",
+    "make_scope",
+    "make_source",
     "parse_rating",
     "rfc3339_ns",
+    "source_parts",
+    "split_scope",
 ]

@@ -75,6 +75,10 @@ class Span:
     messaging_system: str
     server_address: str
     peer_service: str
+    # resource identity beyond the service name (see make_scope) and the source of the span's
+    # clock (make_source); "" when unknown
+    scope: str = ""
+    source: str = ""
 
     @property
     def duration_ns(self) -> int:
@@ -109,6 +113,8 @@ class SpanBatch:
     messaging_system: list[str] = field(default_factory=list)
     server_address: list[str] = field(default_factory=list)
     peer_service: list[str] = field(default_factory=list)
+    scope: list[str] = field(default_factory=list)
+    source: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.span_id)
@@ -153,6 +159,42 @@ class SpanBatch:
 
     def columns(self) -> dict[str, list[Any]]:
         return {name: getattr(self, name) for name in _FIELDS}
+
+
+# Resource identity. A baseline belongs to a service *within* its scope: the values of these
+# resource attributes (configurable: detector.identity), so staging and prod of one service,
+# or two teams' "api" services, never share one. Older attribute names map to the current one.
+IDENTITY_ATTRIBUTES: tuple[str, ...] = ("service.namespace", "deployment.environment.name")
+RESOURCE_ALIASES: dict[str, str] = {"deployment.environment": "deployment.environment.name"}
+# The attributes that tell one emitter of spans (one clock) from another, first present wins.
+INSTANCE_ATTRIBUTES: tuple[str, ...] = ("service.instance.id", "host.name")
+SCOPE_SEPARATOR = "\x1f"
+
+
+def make_scope(values: list[str] | tuple[str, ...]) -> str:
+    """The scope column: the identity attributes' values in order, "" when none is set."""
+    return SCOPE_SEPARATOR.join(values) if any(values) else ""
+
+
+def split_scope(scope: str, attributes: tuple[str, ...] = IDENTITY_ATTRIBUTES) -> dict[str, str]:
+    """``make_scope``'s inverse: the identity attributes that are set, by name."""
+    if not scope:
+        return {}
+    values = scope.split(SCOPE_SEPARATOR)
+    return {name: value for name, value in zip(attributes, values, strict=False) if value}
+
+
+def make_source(service: str, scope: str, instance: str) -> str:
+    """The source column: one emitter of spans, whose clock the detector follows on its own
+    (service, scope and ``service.instance.id``, else ``host.name``)."""
+    return f"{service}{SCOPE_SEPARATOR}{scope}{SCOPE_SEPARATOR}{instance}"
+
+
+def source_parts(source: str) -> tuple[str, str, str]:
+    """(service, scope, instance) of a source."""
+    service, _, rest = source.partition(SCOPE_SEPARATOR)
+    scope, _, instance = rest.rpartition(SCOPE_SEPARATOR)
+    return service, scope, instance
 
 
 # Span and SpanBatch list the same fields in the same order.

@@ -20,7 +20,15 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from spanwatch.model import SEMCONV_COLUMNS, SpanBatch
+from spanwatch.model import (
+    IDENTITY_ATTRIBUTES,
+    INSTANCE_ATTRIBUTES,
+    RESOURCE_ALIASES,
+    SEMCONV_COLUMNS,
+    SpanBatch,
+    make_scope,
+    make_source,
+)
 
 from ._errors import MalformedPayload
 
@@ -51,6 +59,8 @@ _CORE_COLUMNS = (
     "status_message",
     "exception_type",
     "exception_message",
+    "scope",
+    "source",
 )
 _REFUSALS = (
     "invalid trace_id",
@@ -73,6 +83,29 @@ else:
     )
 
 NATIVE = _wire is not None
+
+# resource attribute -> (slot in the scope, rank: lower wins when an old and a new name are set)
+_identity: dict[str, tuple[int, int]] = {}
+
+
+def set_identity(attributes: tuple[str, ...] = IDENTITY_ATTRIBUTES) -> None:
+    """The resource attributes that, with ``service.name``, make a service's identity (the
+    ``scope`` column); older names of them (``deployment.environment``) count too."""
+    table = {name: (slot, 0) for slot, name in enumerate(attributes)}
+    for old, new in RESOURCE_ALIASES.items():
+        if new in table and old not in table:
+            table[old] = (table[new][0], 1)
+    _identity.clear()
+    _identity.update(table)
+    if NATIVE:
+        _wire.configure_resource(
+            [(key, slot, rank) for key, (slot, rank) in table.items()],
+            len(attributes),
+            list(INSTANCE_ATTRIBUTES),
+        )
+
+
+set_identity()
 
 
 @dataclass(slots=True)
@@ -176,8 +209,9 @@ def decode_request(request: ExportTraceServiceRequest) -> DecodeResult:
     keys = _SEMCONV_KEYS
     refusals: Counter[str] = Counter()
 
+    scopes, sources = batch.scope, batch.source
     for resource_spans in request.resource_spans:
-        service, version = _service_of(resource_spans.resource.attributes)
+        service, version, scope, source = _service_of(resource_spans.resource.attributes)
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
                 trace_id = span.trace_id
@@ -238,6 +272,8 @@ def decode_request(request: ExportTraceServiceRequest) -> DecodeResult:
                 status_messages.append(status.message)
                 exc_types.append(exc_type)
                 exc_messages.append(exc_message)
+                scopes.append(scope)
+                sources.append(source)
                 for col in range(n_semconv):
                     semconv[col].append(values[col])
 
@@ -253,14 +289,30 @@ def _result(batch: SpanBatch, refusals: Counter[str]) -> DecodeResult:
     return DecodeResult(batch, refused, reason)
 
 
-def _service_of(attributes: Any) -> tuple[str, str]:
+def _service_of(attributes: Any) -> tuple[str, str, str, str]:
+    """(service, version, scope, source) of a resource; the last of a repeated key wins."""
     service, version = UNKNOWN_SERVICE, ""
+    n_slots = 1 + max((slot for slot, _ in _identity.values()), default=-1)
+    values = [""] * n_slots
+    ranks = [99] * n_slots
+    instance, instance_rank = "", 99
     for kv in attributes:
-        if kv.key == "service.name":
+        key = kv.key
+        if key == "service.name":
             service = kv.value.string_value or UNKNOWN_SERVICE
-        elif kv.key == "service.version":
+        elif key == "service.version":
             version = kv.value.string_value
-    return service, version
+        elif (hit := _identity.get(key)) is not None:
+            slot, rank = hit
+            if rank <= ranks[slot]:
+                ranks[slot] = rank
+                values[slot] = kv.value.string_value
+        elif key in INSTANCE_ATTRIBUTES:
+            rank = INSTANCE_ATTRIBUTES.index(key)
+            if rank <= instance_rank:
+                instance, instance_rank = kv.value.string_value, rank
+    scope = make_scope(values)
+    return service, version, scope, make_source(service, scope, instance)
 
 
 def _scalar(value: Any) -> str:

@@ -6,27 +6,35 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span, Status
 
-from spanwatch.model import SEMCONV_COLUMNS, SpanBatch
+from spanwatch.model import SEMCONV_COLUMNS, SpanBatch, source_parts, split_scope
 
 # Each column is written under its current semantic-convention name.
 _ATTRIBUTE_OF = {column: names[0] for column, names in SEMCONV_COLUMNS.items()}
 
 
 def encode_batch(batch: SpanBatch) -> ExportTraceServiceRequest:
-    """One request, one ResourceSpans per (service, version), attributes for set columns."""
+    """One request, one ResourceSpans per (service, version, scope, source), attributes for
+    set columns. The scope is written under the default identity attributes, the source's
+    instance as ``service.instance.id``."""
     request = ExportTraceServiceRequest()
-    resources: dict[tuple[str, str], ResourceSpans] = {}
+    resources: dict[tuple[str, str, str, str], ResourceSpans] = {}
     columns = batch.columns()
     for i in range(len(batch)):
-        service, version = batch.service[i], batch.service_version[i]
-        resource = resources.get((service, version))
+        ident = (batch.service[i], batch.service_version[i], batch.scope[i], batch.source[i])
+        resource = resources.get(ident)
         if resource is None:
+            service, version, scope, source = ident
             resource = request.resource_spans.add()
-            resource.resource.attributes.append(_kv("service.name", service))
+            attributes = resource.resource.attributes
+            attributes.append(_kv("service.name", service))
             if version:
-                resource.resource.attributes.append(_kv("service.version", version))
+                attributes.append(_kv("service.version", version))
+            for name, value in split_scope(scope).items():
+                attributes.append(_kv(name, value))
+            if instance := source_parts(source)[2]:
+                attributes.append(_kv("service.instance.id", instance))
             resource.scope_spans.add().scope.name = "spanwatch.sim"
-            resources[(service, version)] = resource
+            resources[ident] = resource
         span = Span(
             trace_id=batch.trace_id[i],
             span_id=batch.span_id[i],

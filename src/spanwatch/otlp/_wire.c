@@ -371,7 +371,7 @@ static int n_known, n_columns, int_column = -1;
 
 enum {
     C_TRACE, C_SPAN, C_PARENT, C_SERVICE, C_VERSION, C_NAME, C_KIND, C_START, C_END,
-    C_STATUS_CODE, C_STATUS_MESSAGE, C_EXC_TYPE, C_EXC_MESSAGE, N_CORE
+    C_STATUS_CODE, C_STATUS_MESSAGE, C_EXC_TYPE, C_EXC_MESSAGE, C_SCOPE, C_SOURCE, N_CORE
 };
 enum { R_TRACE, R_SPAN, R_PARENT, R_START, R_ORDER, N_REFUSALS };
 
@@ -434,7 +434,8 @@ typedef struct {
 static const uint8_t ZERO[16];
 
 /* Returns 0, BAIL, or -2 on a Python error. */
-static int read_span(Buf b, PyObject *service, PyObject *version, Columns *c) {
+static int read_span(Buf b, PyObject *service, PyObject *version, PyObject *scope,
+                     PyObject *source, Columns *c) {
     uint32_t f, wt;
     uint64_t v;
     Buf s, trace = {0}, span = {0}, parent = {0}, name = {0}, status_message = {0};
@@ -592,6 +593,7 @@ static int read_span(Buf b, PyObject *service, PyObject *version, Columns *c) {
         put(&core[C_PARENT], PyBytes_FromStringAndSize((const char *)parent.p, (Py_ssize_t)plen)) < 0 ||
         put(&core[C_SERVICE], Py_NewRef(service)) < 0 ||
         put(&core[C_VERSION], Py_NewRef(version)) < 0 ||
+        put(&core[C_SCOPE], Py_NewRef(scope)) < 0 || put(&core[C_SOURCE], Py_NewRef(source)) < 0 ||
         put(&core[C_NAME], cached_text(&c->cache, name)) < 0 ||
         put(&core[C_KIND], PyLong_FromLong(kind)) < 0 ||
         put(&core[C_START], PyLong_FromUnsignedLongLong(start)) < 0 ||
@@ -629,8 +631,41 @@ static int read_span(Buf b, PyObject *service, PyObject *version, Columns *c) {
     return 0;
 }
 
-/* Resource: service.name and service.version, the last of each winning. */
-static int read_resource(Buf b, Buf *service, Buf *version) {
+/* --- resource identity ------------------------------------------------------------------ */
+
+/* The resource attributes that make a service's scope (each to a slot, with a rank: lower wins
+ * when an old and a new name are both set), and those that name the instance, first wins. */
+#define MAX_SLOTS 8
+#define MAX_RESOURCE_KEYS 16
+#define MAX_INSTANCE_KEYS 4
+
+typedef struct {
+    char *key;
+    size_t len;
+    int slot;
+    int rank;
+} ResourceKey;
+
+static ResourceKey resource_keys[MAX_RESOURCE_KEYS], instance_keys[MAX_INSTANCE_KEYS];
+static int n_resource_keys, n_instance_keys, n_slots;
+static PyObject *SEPARATOR;
+
+typedef struct {
+    Buf service, version, instance;
+    int instance_rank;
+    Buf slot[MAX_SLOTS];
+    int rank[MAX_SLOTS];
+} Resource;
+
+static const ResourceKey *find_key(const ResourceKey *keys, int n, Buf key) {
+    for (int i = 0; i < n; i++)
+        if (key_is(key, keys[i].key, keys[i].len)) return &keys[i];
+    return NULL;
+}
+
+/* Resource: service.name, service.version, the scope's attributes and the instance; the last
+ * of a repeated key wins, as in the protobuf path. */
+static int read_resource(Buf b, Resource *r) {
     uint32_t f, wt;
     uint64_t v;
     Buf s;
@@ -641,10 +676,22 @@ static int read_resource(Buf b, Buf *service, Buf *version) {
             Scalar value;
             if (read_len(&b, &s) < 0 || read_keyvalue(s, &key, &value) < 0) return BAIL;
             Buf text = value.kind == V_STRING ? value.str : (Buf){0};
-            if (key_is(key, "service.name", 12))
-                *service = text;
-            else if (key_is(key, "service.version", 15))
-                *version = text;
+            const ResourceKey *hit;
+            if (key_is(key, "service.name", 12)) {
+                r->service = text;
+            } else if (key_is(key, "service.version", 15)) {
+                r->version = text;
+            } else if ((hit = find_key(resource_keys, n_resource_keys, key)) != NULL) {
+                if (hit->rank <= r->rank[hit->slot]) {
+                    r->rank[hit->slot] = hit->rank;
+                    r->slot[hit->slot] = text;
+                }
+            } else if ((hit = find_key(instance_keys, n_instance_keys, key)) != NULL) {
+                if (hit->rank <= r->instance_rank) {
+                    r->instance_rank = hit->rank;
+                    r->instance = text;
+                }
+            }
         } else if (f == 2 && wt == 0) {
             if (read_varint(&b, &v) < 0) return BAIL;
         } else {
@@ -654,17 +701,41 @@ static int read_resource(Buf b, Buf *service, Buf *version) {
     return 0;
 }
 
+/* The scope column's text: the slots' values joined, "" when none is set (make_scope). */
+static PyObject *scope_of(const Resource *r) {
+    int any = 0;
+    for (int i = 0; i < n_slots; i++) any |= r->slot[i].p != NULL && r->slot[i].p != r->slot[i].end;
+    if (!any) return Py_NewRef(EMPTY);
+    PyObject *parts = PyList_New(n_slots);
+    if (parts == NULL) return NULL;
+    for (int i = 0; i < n_slots; i++) {
+        PyObject *text = text_of(r->slot[i]);
+        if (text == NULL) {
+            Py_DECREF(parts);
+            return NULL;
+        }
+        PyList_SET_ITEM(parts, i, text);
+    }
+    PyObject *scope = PyUnicode_Join(SEPARATOR, parts);
+    Py_DECREF(parts);
+    return scope;
+}
+
 static PyObject *UNKNOWN_SERVICE;
 
 static int read_resource_spans(Buf b, Columns *c) {
     uint32_t f = 0, wt = 0;
-    Buf s, service = {0}, version = {0};
+    Buf s;
+    Resource r;
+    memset(&r, 0, sizeof r);
+    r.instance_rank = 99;
+    for (int i = 0; i < MAX_SLOTS; i++) r.rank[i] = 99;
     Buf first = b;
     /* The resource may come after the spans on the wire: find it first. */
     while (b.p < b.end) {
         if (read_tag(&b, &f, &wt) < 0 || wt != 2) return BAIL;
         if (f == 1) {
-            if (read_len(&b, &s) < 0 || read_resource(s, &service, &version) < 0) return BAIL;
+            if (read_len(&b, &s) < 0 || read_resource(s, &r) < 0) return BAIL;
         } else if (f == 2) {
             if (read_len(&b, &s) < 0) return BAIL;
         } else if (f == 3) {
@@ -673,11 +744,19 @@ static int read_resource_spans(Buf b, Columns *c) {
             return BAIL;
         }
     }
-    PyObject *svc = (service.p && service.p != service.end) ? text_of(service)
-                                                            : Py_NewRef(UNKNOWN_SERVICE);
-    PyObject *ver = text_of(version);
+    PyObject *svc = (r.service.p && r.service.p != r.service.end) ? text_of(r.service)
+                                                                  : Py_NewRef(UNKNOWN_SERVICE);
+    PyObject *ver = text_of(r.version);
+    PyObject *scope = scope_of(&r);
+    PyObject *instance = text_of(r.instance);
+    PyObject *source = NULL;
     int rc = 0;
-    if (svc == NULL || ver == NULL) rc = -2;
+    if (svc == NULL || ver == NULL || scope == NULL || instance == NULL) {
+        rc = -2;
+    } else { /* make_source */
+        source = PyUnicode_FromFormat("%U%U%U%U%U", svc, SEPARATOR, scope, SEPARATOR, instance);
+        if (source == NULL) rc = -2;
+    }
     b = first;
     while (rc == 0 && b.p < b.end) {
         read_tag(&b, &f, &wt);
@@ -691,7 +770,7 @@ static int read_resource_spans(Buf b, Columns *c) {
             } else if (f2 == 1) {
                 rc = walk_scope(item);
             } else if (f2 == 2) {
-                rc = read_span(item, svc, ver, c);
+                rc = read_span(item, svc, ver, scope, source, c);
             } else if (f2 == 3) {
                 rc = valid_utf8(item.p, (size_t)(item.end - item.p)) ? 0 : BAIL;
             } else {
@@ -701,6 +780,9 @@ static int read_resource_spans(Buf b, Columns *c) {
     }
     Py_XDECREF(svc);
     Py_XDECREF(ver);
+    Py_XDECREF(scope);
+    Py_XDECREF(instance);
+    Py_XDECREF(source);
     return rc;
 }
 
@@ -849,6 +931,72 @@ static PyObject *configure(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static void free_keys(ResourceKey *keys, int *n) {
+    for (int i = 0; i < *n; i++) PyMem_Free(keys[i].key);
+    *n = 0;
+}
+
+/* Replaces ``keys`` with the list's; on failure leaves none. */
+static int take_keys(PyObject *list, ResourceKey *keys, int max, int *n, int with_slot) {
+    free_keys(keys, n);
+    if (PyList_GET_SIZE(list) > max) {
+        PyErr_SetString(PyExc_ValueError, "too many resource attributes");
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); i++) {
+        PyObject *item = PyList_GET_ITEM(list, i);
+        const char *key;
+        Py_ssize_t len;
+        int slot = 0, rank = (int)i;
+        if (with_slot ? !PyArg_ParseTuple(item, "s#ii", &key, &len, &slot, &rank)
+                      : !PyArg_Parse(item, "s#", &key, &len)) {
+            free_keys(keys, n);
+            return -1;
+        }
+        if (slot < 0 || slot >= MAX_SLOTS) {
+            free_keys(keys, n);
+            PyErr_SetString(PyExc_ValueError, "slot out of range");
+            return -1;
+        }
+        char *copy = PyMem_Malloc(len ? (size_t)len : 1);
+        if (copy == NULL) {
+            free_keys(keys, n);
+            PyErr_NoMemory();
+            return -1;
+        }
+        memcpy(copy, key, (size_t)len);
+        keys[*n] = (ResourceKey){copy, (size_t)len, slot, rank};
+        (*n)++;
+    }
+    return 0;
+}
+
+static PyObject *configure_resource(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *keys, *instances;
+    int slots;
+    if (!PyArg_ParseTuple(args, "O!iO!", &PyList_Type, &keys, &slots, &PyList_Type, &instances))
+        return NULL;
+    if (slots < 0 || slots > MAX_SLOTS) {
+        PyErr_SetString(PyExc_ValueError, "too many identity attributes");
+        return NULL;
+    }
+    n_slots = 0; /* nothing half-configured is read if a step below fails */
+    if (take_keys(keys, resource_keys, MAX_RESOURCE_KEYS, &n_resource_keys, 1) < 0 ||
+        take_keys(instances, instance_keys, MAX_INSTANCE_KEYS, &n_instance_keys, 0) < 0) {
+        free_keys(resource_keys, &n_resource_keys);
+        return NULL;
+    }
+    for (int i = 0; i < n_resource_keys; i++)
+        if (resource_keys[i].slot >= slots) {
+            free_keys(resource_keys, &n_resource_keys);
+            PyErr_SetString(PyExc_ValueError, "slot out of range");
+            return NULL;
+        }
+    n_slots = slots;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"decode", decode, METH_O,
      "decode(body) -> (core columns, semconv columns, refusals), or None: use protobuf."},
@@ -856,6 +1004,8 @@ static PyMethodDef methods[] = {
      "count_spans(body) -> the spans in a request without decoding it, or None if unsure."},
     {"configure", configure, METH_VARARGS,
      "configure([(key, column, rank), ...], columns, int_column): the attributes to keep."},
+    {"configure_resource", configure_resource, METH_VARARGS,
+     "configure_resource([(key, slot, rank), ...], slots, [instance key, ...]): identity."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -872,7 +1022,8 @@ PyMODINIT_FUNC PyInit__wire(void) {
     TRUE_TEXT = PyUnicode_InternFromString("true");
     FALSE_TEXT = PyUnicode_InternFromString("false");
     UNKNOWN_SERVICE = PyUnicode_InternFromString("unknown_service");
-    if (EMPTY == NULL || TRUE_TEXT == NULL || FALSE_TEXT == NULL || UNKNOWN_SERVICE == NULL)
+    SEPARATOR = PyUnicode_FromString("\x1f");
+    if (SEPARATOR == NULL || EMPTY == NULL || TRUE_TEXT == NULL || FALSE_TEXT == NULL || UNKNOWN_SERVICE == NULL)
         return NULL;
     return PyModule_Create(&module);
 }

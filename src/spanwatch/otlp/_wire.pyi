@@ -1,6 +1,9 @@
 # The C fast path of OTLP decoding (_wire.c).
 
 def configure(keys: list[tuple[str, int, int]], columns: int, int_column: int) -> None: ...
+def configure_resource(
+    keys: list[tuple[str, int, int]], slots: int, instances: list[str]
+) -> None: ...
 def decode(
     body: bytes,
 ) -> tuple[tuple[list[object], ...], tuple[list[object], ...], tuple[int, ...]] | None: ...

@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from spanwatch.model import Operation as OpRef
-from spanwatch.model import Pattern, Span, SpanBatch, SpanKind, StatusCode
+from spanwatch.model import Pattern, Span, SpanBatch, SpanKind, StatusCode, make_source
 
 from ._topology import Call, Dependency, Operation, Topology, shop
 
@@ -97,8 +97,13 @@ class Simulator:
         start_ns: int = DEFAULT_START_NS,
         faults: tuple[Fault, ...] = (),
         noise: Noise | None = Noise(),
+        scope: str = "",
     ) -> None:
+        """``scope``: the resource identity every span carries (``make_scope``), e.g. one
+        environment of a fleet; each service is one instance (``{service}-1``)."""
         self.topology = topology or shop()
+        self.scope = scope
+        self._sources: dict[str, str] = {}
         self.rng = random.Random(seed)
         self.rate = rate
         self.diurnal = diurnal
@@ -434,8 +439,16 @@ class Simulator:
             status_message=error[1] if error else "",
             exception_type=error[0] if error else "",
             exception_message=error[1] if error else "",
+            scope=self.scope,
+            source=self._source(service),
             **values,  # type: ignore[arg-type]
         )
+
+    def _source(self, service: str) -> str:
+        source = self._sources.get(service)
+        if source is None:
+            source = self._sources[service] = make_source(service, self.scope, f"{service}-1")
+        return source
 
 
 def _root_cause(fault: Fault, topology: Topology) -> OpRef:
