@@ -93,7 +93,7 @@ def test_llm_host_falls_back_to_ollama_host(monkeypatch: pytest.MonkeyPatch) -> 
             "receiver.grpc_listen: 'localhost' is not HOST:PORT",
         ),
         ({"SPANWATCH_RECEIVER__HTTP_LISTEN": "h:99999"}, "port must be a number from 0 to 65535"),
-        ({"SPANWATCH_NOPE__X": "1"}, "nope: unknown key; accepted: analysis, auth"),
+        ({"SPANWATCH_NOPE__X": "1"}, "nope: unknown key; accepted: alerts, analysis, auth"),
         ({"SPANWATCH_ANALYSIS__MIN_SEVERITY": "9"}, "analysis.min_severity: Input should be less"),
         ({"SPANWATCH_LOG__LEVEL": "loud"}, "log.level: Input should be 'debug', 'info'"),
         ({"SPANWATCH_AUTH__TOKEN": "a", "SPANWATCH_AUTH__TOKEN_FILE": "/f"}, "not both"),

@@ -47,6 +47,17 @@ class Publish(_Section):
     ping_interval: Duration = 20.0
     # Browser origins allowed besides the page's own, e.g. ["https://grafana.example.com"].
     allowed_origins: tuple[str, ...] = ()
+    # Where people reach the live page (links in alerts); empty: http://<ws_listen>/.
+    page_url: str = ""
+    # A link to a trace in the tracing backend; {trace_id} is replaced by the hex id, e.g.
+    # "https://tempo.example/trace/{trace_id}". Empty: trace ids are shown without links.
+    trace_url: str = ""
+
+    @model_validator(mode="after")
+    def _trace_url_names_the_trace(self) -> Publish:
+        if self.trace_url and "{trace_id}" not in self.trace_url:
+            raise ValueError("trace_url must contain {trace_id}")
+        return self
 
 
 class Events(_Section):
@@ -59,6 +70,58 @@ class Events(_Section):
     insecure: bool = True
     queue_size: int = Field(default=2048, ge=16)
     export_timeout: Duration = 10.0
+
+
+class Alerts(_Section):
+    """Incidents to Prometheus Alertmanager (v2 API) and to a signed JSON webhook."""
+
+    # e.g. "http://alertmanager:9093"; empty: no Alertmanager.
+    alertmanager_url: str = ""
+    # Incidents of this severity or worse (1 is worst) become alerts and webhook calls.
+    min_severity: int = Field(default=3, ge=1, le=5)
+    # How often open incidents are sent again (Alertmanager forgets an alert after its endsAt,
+    # which is set resend_intervals ahead).
+    resend_interval: Duration = 60.0
+    resend_intervals: int = Field(default=4, ge=2)
+    # A resolved incident is sent (with its endsAt) for this long, in case a send was lost.
+    resolved_retention: Duration = 900.0
+    # Attempts per send (with jittered exponential backoff), and the timeout of each attempt.
+    attempts: int = Field(default=4, ge=1, le=20)
+    timeout: Duration = 10.0
+    # Alerts waiting to be sent; past this the oldest is dropped and counted.
+    queue_size: int = Field(default=1000, ge=10)
+    # Authentication to Alertmanager: a bearer token (or a file holding it), or basic auth.
+    bearer_token: str = Field(default="", repr=False, exclude=True)
+    bearer_token_file: Path | None = None
+    basic_auth_user: str = ""
+    basic_auth_password: str = Field(default="", repr=False, exclude=True)
+    # TLS to Alertmanager and the webhook: a CA bundle, a client certificate, or no check.
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure_skip_verify: bool = False
+    # A JSON webhook for everything else; the body is signed with HMAC-SHA256 of the secret.
+    webhook_url: str = ""
+    webhook_secret: str = Field(default="", repr=False, exclude=True)
+    webhook_secret_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Alerts:
+        for name in ("alertmanager_url", "webhook_url"):
+            url = getattr(self, name)
+            if url and not url.startswith(("http://", "https://")):
+                raise ValueError(f"{name} must start with http:// or https://, not {url!r}")
+        if self.bearer_token and self.bearer_token_file:
+            raise ValueError("set alerts.bearer_token or alerts.bearer_token_file, not both")
+        if (self.bearer_token or self.bearer_token_file) and self.basic_auth_user:
+            raise ValueError("set a bearer token or basic auth for Alertmanager, not both")
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ValueError("set alerts.cert_file and alerts.key_file together")
+        if self.webhook_secret and self.webhook_secret_file:
+            raise ValueError("set alerts.webhook_secret or alerts.webhook_secret_file, not both")
+        if self.webhook_url and not (self.webhook_secret or self.webhook_secret_file):
+            raise ValueError("alerts.webhook_url needs alerts.webhook_secret(_file) to sign with")
+        return self
 
 
 class Storage(_Section):
@@ -167,6 +230,7 @@ class Config(_Section):
     receiver: Receiver = Field(default_factory=Receiver)
     publish: Publish = Field(default_factory=Publish)
     events: Events = Field(default_factory=Events)
+    alerts: Alerts = Field(default_factory=Alerts)
     detector: Detector = Field(default_factory=Detector)
     storage: Storage = Field(default_factory=Storage)
     analysis: Analysis = Field(default_factory=Analysis)

@@ -84,6 +84,8 @@ async def run(config: Config, reload_from: argparse.Namespace | None = None) -> 
     try:
         await daemon.start()
     except OSError as exc:
+        # One line that says what to change, before the log's account of the shutdown.
+        print(f"spanwatchd: {exc}", file=sys.stderr, flush=True)
         log.error("cannot start", error=str(exc))
         await daemon.stop()
         return EXIT_FAILURE

@@ -9,16 +9,21 @@ WebSockets → flush OTel events → exit 0.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import time
+from collections import deque
 from typing import Any
 
 import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
+from spanwatch import __version__
 from spanwatch.analyze import AnalysisStage, Redactor
 from spanwatch.config import BearerToken, Config, ListenAddress, ssl_context
 from spanwatch.detect import Settings as DetectorSettings
+from spanwatch.model import rfc3339_ns
 from spanwatch.otlp import (
     GrpcReceiver,
     HttpReceiver,
@@ -28,7 +33,15 @@ from spanwatch.otlp import (
     auth_middleware,
     release_free_memory,
 )
-from spanwatch.publish import Hub, OtelEvents, RatingDesk, WebSocketServer, events_enabled
+from spanwatch.publish import (
+    Alerting,
+    Hub,
+    OtelEvents,
+    RatingDesk,
+    WebSocketServer,
+    alerting_enabled,
+    events_enabled,
+)
 from spanwatch.store import Store
 
 from . import _systemd
@@ -101,7 +114,7 @@ class Daemon:
         ).set_function(lambda: self.store.dropped_events)
         self.hub.add_listener(self.store)
         self.ratings = RatingDesk(self.hub, self.store.record_rating, self.store.stats)
-        self._rest = RestApi(self.store, self.ratings)
+        self._rest = RestApi(self.store, self.ratings, self.status)
         self.ws = WebSocketServer(
             self.hub,
             self.token,
@@ -110,7 +123,16 @@ class Daemon:
             pub.allowed_origins,
             pub.ping_interval,
             ssl_context(config.tls),
+            endpoints=self._rest.page_endpoints(),
+            trace_url=pub.trace_url,
         )
+        self.alerts: Alerting | None = None
+        if alerting_enabled(config.alerts):
+            self.alerts = Alerting(config.alerts, self.registry, pub.page_url, pub.trace_url)
+            self.hub.add_listener(self.alerts)
+        # (monotonic time, accepted spans) about once a second: the ingest rate of /api/status
+        self._ingest_samples: deque[tuple[float, float]] = deque(maxlen=11)
+        self._sampler: asyncio.Task[None] | None = None
         self.analysis = AnalysisStage(config, self.hub.publish, self.registry)
         self.hub.add_listener(self.analysis)
         self.events: OtelEvents | None = None
@@ -141,8 +163,23 @@ class Daemon:
         self.pipeline.start()
         await self.grpc.start()
         await self._start_http(cfg.receiver.http_listen)
-        await self.ws.start()
+        try:
+            await self.ws.start()
+        except OSError as exc:
+            raise OSError(
+                f"cannot listen for WebSocket on {cfg.publish.ws_listen} ({_why(exc)}): choose "
+                "another with --ws-listen"
+            ) from exc
         self.analysis.start()
+        if self.alerts is not None:
+            if not cfg.publish.page_url:
+                scheme = "https" if cfg.tls.enabled else "http"
+                self.alerts.page_url = (
+                    f"{scheme}://{_url_host(cfg.publish.ws_listen.host)}:{self.ws.port}/"
+                )
+            self.alerts.seed(await asyncio.to_thread(self._still_open))
+            self.alerts.start()
+        self._sampler = asyncio.create_task(self._sample_ingest(), name="spanwatch-ingest-rate")
         self.ready = True
         log.info(
             "listening",
@@ -151,6 +188,7 @@ class Daemon:
             ws=f"{cfg.publish.ws_listen.host}:{self.ws.port}",
             otel_events=self.events is not None,
             llm=f"{cfg.llm.model} at {cfg.llm.host}" if cfg.analysis.enabled else "off",
+            alertmanager=cfg.alerts.alertmanager_url or "off",
             data_dir=str(cfg.storage.data_dir),
             auth=self.token.enabled,
         )
@@ -185,9 +223,12 @@ class Daemon:
         )
         try:
             await site.start()
-        except OSError:
+        except OSError as exc:
             await runner.cleanup()
-            raise
+            raise OSError(
+                f"cannot listen for OTLP/HTTP on {address} ({_why(exc)}): choose another with "
+                "--http-listen"
+            ) from exc
         self._runner = runner
         sockets: Any = runner.addresses
         self.http_port = int(sockets[0][1])
@@ -202,6 +243,13 @@ class Daemon:
         await self.pipeline.drain()
         self.detection.snapshot()  # the worker has stopped: nothing else touches the detector
         await self.analysis.stop()
+        await asyncio.sleep(0)  # events published from the worker thread reach the listeners
+        if self.alerts is not None:
+            await self.alerts.stop()  # the last resolutions go out, within a bound
+        if self._sampler is not None:
+            self._sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sampler
         await asyncio.to_thread(self.store.close)  # everything published is written first
         await asyncio.sleep(0)  # let events published from the worker thread reach the hub
         await self.ws.stop()
@@ -233,6 +281,75 @@ class Daemon:
         self.config = config
         log.info("reloaded", auth=self.token.enabled)
 
+    def _still_open(self) -> list[dict[str, Any]]:
+        """Incidents open in the store that the (restored) detector still holds open."""
+        held = {i.id for i in self.detection.detector.open_incidents}
+        if not held:
+            return []
+        found, _ = self.store.incidents(limit=500, status="open")
+        return [i for i in found if i.get("id") in held]
+
+    def _accepted_spans(self) -> float:
+        return sum(
+            self.registry.get_sample_value(
+                "spanwatch_receiver_accepted_spans_total", {"transport": t}
+            )
+            or 0.0
+            for t in ("grpc", "http")
+        )
+
+    async def _sample_ingest(self) -> None:
+        while True:
+            self._ingest_samples.append((time.monotonic(), self._accepted_spans()))
+            await asyncio.sleep(1.0)
+
+    def status(self) -> dict[str, Any]:
+        """What the page's header shows: ingest, the detector's counters, alert delivery."""
+        samples = list(self._ingest_samples)
+        rate = 0.0
+        if len(samples) >= 2 and samples[-1][0] > samples[0][0]:
+            rate = (samples[-1][1] - samples[0][1]) / (samples[-1][0] - samples[0][0])
+        refused = sum(
+            s.value
+            for metric in self.registry.collect()
+            if metric.name == "spanwatch_receiver_refused_spans"
+            for s in metric.samples
+            if s.name.endswith("_total")
+        )
+        detector: dict[str, Any] | None = None
+        read = getattr(self.detection, "status", None)
+        if callable(read):
+            try:
+                detector = dict(read())
+            except Exception:  # the header must not break on the detector's account
+                log.exception("detector status failed")
+        if detector is None:
+            det = self.detection.detector
+            detector = {
+                "keys": det.tracked_keys,
+                "late_spans": det.late_spans,
+                "open_incidents": len(det.open_incidents),
+            }
+        return {
+            "version": __version__,
+            "uptime_s": round(time.monotonic() - self._started_at, 1),
+            "ready": self.ready,
+            "ingest": {
+                "accepted_spans": int(self._accepted_spans()),
+                "refused_spans": int(refused),
+                "spans_per_s": round(rate, 1),
+                "queued_spans": self.pipeline.queued_spans,
+                "watermark": _rfc3339_or_none(self.pipeline.watermark_ns),
+            },
+            "detector": detector,
+            "alerts": {
+                "alertmanager": bool(self.config.alerts.alertmanager_url),
+                "webhook": bool(self.config.alerts.webhook_url),
+            },
+            "subscribers": self.hub.subscriber_count,
+            "analysis": self.config.analysis.enabled,
+        }
+
     async def _metrics(self, request: web.Request) -> web.Response:
         return web.Response(
             body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
@@ -247,3 +364,18 @@ class Daemon:
         if not self.ready:
             return web.json_response({"status": "not ready"}, status=503)
         return web.json_response({"status": "ready", "queued_spans": self.pipeline.queued_spans})
+
+
+def _why(exc: OSError) -> str:
+    """``address already in use`` rather than the library's whole sentence."""
+    return (os.strerror(exc.errno) if exc.errno else str(exc)).lower()
+
+
+def _url_host(host: str) -> str:
+    if host in ("", "0.0.0.0", "::"):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+def _rfc3339_or_none(ns: int) -> str | None:
+    return rfc3339_ns(ns) if ns else None

@@ -57,12 +57,18 @@ class GrpcReceiver:
         server.add_generic_rpc_handlers((handler,))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         credentials = _credentials(self._tls)
-        if credentials is None:
-            self.port = server.add_insecure_port(str(self._address))
-        else:
-            self.port = server.add_secure_port(str(self._address), credentials)
+        try:
+            if credentials is None:
+                self.port = server.add_insecure_port(str(self._address))
+            else:
+                self.port = server.add_secure_port(str(self._address), credentials)
+        except RuntimeError:  # grpc's "Failed to bind to address"
+            self.port = 0
         if not self.port:
-            raise OSError(f"cannot listen for OTLP/gRPC on {self._address}")
+            raise OSError(
+                f"cannot listen for OTLP/gRPC on {self._address} (address in use or not "
+                "available): choose another with --grpc-listen"
+            )
         await server.start()
         self._server = server
         for service in ("", TRACE_SERVICE):

@@ -164,6 +164,10 @@ class Hub:
         return self._seq
 
     @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)
+
+    @property
     def oldest_seq(self) -> int:
         return self._ring[0].seq if self._ring else self._seq + 1
 

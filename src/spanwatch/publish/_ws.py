@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import json
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from http import HTTPStatus
 from importlib import resources
 from typing import Any
@@ -38,6 +39,8 @@ from ._hub import Filter, Hub, SubscriberTooSlow, Subscription
 log = structlog.get_logger("spanwatch.ws")
 
 RateFn = Callable[[Any, str], Awaitable[dict[str, Any]]]
+# A read-only JSON endpoint for the page: query parameters in, (HTTP status, body) out.
+Endpoint = Callable[[Mapping[str, str]], Awaitable[tuple[int, Any]]]
 
 # Close codes (RFC 6455 §7.4.1)
 UNSUPPORTED_DATA = 1003
@@ -78,6 +81,8 @@ class WebSocketServer:
         allowed_origins: tuple[str, ...] = (),
         ping_interval: float = 20.0,
         ssl_context: ssl.SSLContext | None = None,
+        endpoints: Mapping[str, Endpoint] | None = None,
+        trace_url: str = "",
     ) -> None:
         self._hub = hub
         self._token = token
@@ -87,7 +92,12 @@ class WebSocketServer:
         self._ping_interval = ping_interval
         self._ssl = ssl_context
         self._server: Server | None = None
-        self._page = resources.files("spanwatch.publish").joinpath("page.html").read_bytes()
+        self._endpoints = dict(endpoints or {})
+        page = resources.files("spanwatch.publish").joinpath("page.html").read_text("utf-8")
+        self._page = page.replace(
+            '<meta name="spanwatch-trace-url" content="">',
+            f'<meta name="spanwatch-trace-url" content="{html.escape(trace_url, quote=True)}">',
+        ).encode()
         self.port = 0
 
     async def start(self) -> None:
@@ -114,12 +124,16 @@ class WebSocketServer:
             await self._server.wait_closed()
             self._server = None
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def _process_request(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | None:
         path = urlsplit(request.path).path
         if path in ("/", "/index.html"):
             return _response(HTTPStatus.OK, self._page, "text/html; charset=utf-8")
         if path == "/healthz":
             return _response(HTTPStatus.OK, b'{"status": "ok"}', "application/json")
+        if path in self._endpoints:
+            return await self._endpoint(connection, request, self._endpoints[path])
         if path != "/events":
             return connection.respond(HTTPStatus.NOT_FOUND, "not found: try /events or /\n")
         origin = request.headers.get("Origin")
@@ -139,6 +153,28 @@ class WebSocketServer:
             response.headers["WWW-Authenticate"] = 'Bearer realm="spanwatch"'
             return response
         return None
+
+    async def _endpoint(
+        self, connection: ServerConnection, request: Request, endpoint: Endpoint
+    ) -> Response:
+        if request.headers.get("Upgrade"):
+            return connection.respond(HTTPStatus.BAD_REQUEST, "a plain GET, not a WebSocket\n")
+        query = {k: v[-1] for k, v in parse_qs(urlsplit(request.path).query).items()}
+        header = request.headers.get("Authorization")
+        if not (self._token.allows(header) or self._token.allows(f"Bearer {query.get('token')}")):
+            response = connection.respond(
+                HTTPStatus.UNAUTHORIZED, "missing or invalid token (Authorization or ?token=)\n"
+            )
+            response.headers["WWW-Authenticate"] = 'Bearer realm="spanwatch"'
+            return response
+        try:
+            status, body = await endpoint(query)
+        except Exception:
+            log.exception("page endpoint failed", path=urlsplit(request.path).path)
+            status, body = 500, {"error": "internal error (see the daemon's log)"}
+        return _response(
+            HTTPStatus(status), json.dumps(body, ensure_ascii=False).encode(), "application/json"
+        )
 
     def _origin_allowed(self, origin: str, host: str | None) -> bool:
         origin = origin.rstrip("/")

@@ -72,7 +72,21 @@ MIGRATIONS: list[str] = [
     CREATE INDEX ratings_by_analysis ON ratings(analysis_id, id);
     CREATE INDEX ratings_by_time ON ratings(rated_at_ns);
     """,
+    # 2: incidents listed newest first, by state (GET /api/incidents)
+    """
+    CREATE INDEX incidents_by_detection ON incidents(detected_at DESC, id DESC);
+    CREATE INDEX incidents_by_status ON incidents(status, detected_at DESC);
+    """,
 ]
+
+# Filters of Store.incidents(): the column (or JSON field of the body) each one matches.
+_INCIDENT_FILTERS = {
+    "status": "status",
+    "service": "service",
+    "pattern": "pattern",
+    "namespace": "json_extract(body, '$.namespace')",
+    "environment": "json_extract(body, '$.environment')",
+}
 
 
 class StoreError(StorageUnavailable):
@@ -337,6 +351,64 @@ class Store:
             )
             for r in rows
         ]
+
+    # -- reading incidents ---------------------------------------------------------------------
+
+    def incidents(
+        self,
+        *,
+        limit: int = 50,
+        before: tuple[str, str] | None = None,
+        max_severity: int = 5,
+        **filters: str,
+    ) -> tuple[list[dict[str, Any]], tuple[str, str] | None]:
+        """Incidents newest first (by detection), as published; and the cursor of the next page.
+
+        ``filters`` are ``status`` (open|resolved), ``service`` (the incident's service, its
+        root cause's or one it spans), ``pattern``, ``namespace`` and ``environment``, exact
+        matches; ``max_severity=2`` keeps SEV1–2. ``before`` is the cursor a previous page gave.
+        """
+        self.flush()
+        where = ["severity <= ?"]
+        args: list[Any] = [max_severity]
+        for name, value in filters.items():
+            if name not in _INCIDENT_FILTERS:
+                raise ValueError(f"unknown incident filter {name!r}")
+            if not value:
+                continue
+            if name == "service":
+                where.append(
+                    "(service = ? OR root_service = ? OR EXISTS (SELECT 1 FROM "
+                    "json_each(incidents.body, '$.services') WHERE value = ?))"
+                )
+                args += [value, value, value]
+            else:
+                where.append(f"{_INCIDENT_FILTERS[name]} = ?")
+                args.append(value)
+        if before is not None:
+            where.append("(detected_at < ? OR (detected_at = ? AND id < ?))")
+            args += [before[0], before[0], before[1]]
+        with _translated("list the incidents"), self._lock:
+            rows = self._db.execute(
+                f"SELECT body, status, detected_at, id FROM incidents WHERE {' AND '.join(where)} "
+                "ORDER BY detected_at DESC, id DESC LIMIT ?",
+                [*args, limit + 1],
+            ).fetchall()
+        out = []
+        for body, status, _, _ in rows[:limit]:
+            incident = json.loads(body)
+            incident["status"] = status
+            out.append(incident)
+        cursor = (rows[limit - 1][2], rows[limit - 1][3]) if len(rows) > limit else None
+        return out, cursor
+
+    def incident_counts(self) -> dict[str, int]:
+        """How many incidents the store holds, open and resolved."""
+        self.flush()
+        with _translated("count the incidents"), self._lock:
+            rows = self._db.execute("SELECT status, COUNT(*) FROM incidents GROUP BY status")
+            counts = {str(k): int(v) for k, v in rows}
+        return {"open": counts.get("open", 0), "resolved": counts.get("resolved", 0)}
 
     # -- reading analyses ----------------------------------------------------------------------
 
