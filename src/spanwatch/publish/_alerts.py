@@ -37,7 +37,8 @@ from tenacity import (
     RetryError,
     retry_if_exception_type,
     stop_after_attempt,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from spanwatch import __version__
@@ -254,7 +255,7 @@ class _Sink:
         try:
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(s.attempts),
-                wait=wait_exponential_jitter(initial=0.5, max=10.0, jitter=0.5),
+                wait=wait_exponential(multiplier=0.5, max=10.0) + wait_random(0, 0.5),
                 retry=retry_if_exception_type(DeliveryFailed),
                 reraise=False,
             ):
