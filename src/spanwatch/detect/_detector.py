@@ -21,6 +21,7 @@ from operator import eq
 from typing import Any, NamedTuple
 
 from spanwatch.model import (
+    SCOPE_SEPARATOR,
     Deploy,
     Event,
     EventType,
@@ -33,9 +34,11 @@ from spanwatch.model import (
     SpanBatch,
     SpanKind,
     StatusCode,
+    split_scope,
 )
 
 from . import _filing as filing
+from ._clock import ClockNote, EventClock
 from ._filing import take
 from ._keys import Key, KeyTable, template
 from ._settings import Settings
@@ -129,15 +132,25 @@ class Detector:
         # the traces each open window has spans of, in the order they first did
         self._window_traces: dict[int, dict[bytes, None]] = {}
         self._parents: dict[Key, set[Key]] = defaultdict(set)
-        self._known_errors: dict[str, set[str]] = defaultdict(set)
-        self._new_errors: dict[tuple[str, str], int] = {}  # (service, signature) -> first window
+        # (service, scope) -> error signatures known for it
+        self._known_errors: dict[tuple[str, str], set[str]] = defaultdict(set)
+        # (service, scope, signature) -> window it first appeared in
+        self._new_errors: dict[tuple[str, str, str], int] = {}
         self._retry_ewma: dict[Key, float] = {}
         self._windows_closed = 0
         self._open: dict[Operation, _Open] = {}
         self.late_spans = 0
+        self.late: Counter[str] = Counter()  # late spans by service
         self.dropped_keys = 0
-        self._versions: dict[str, str] = {}
-        self._deploys: deque[Deploy] = deque(maxlen=256)
+        self._versions: dict[tuple[str, str], str] = {}  # (service, scope) -> version
+        self._deploys: deque[tuple[str, Deploy]] = deque(maxlen=256)  # (scope, deploy)
+        self.clock = EventClock(
+            max_lag_ns=int(s.max_lag_s * 1e9),
+            max_ahead_ns=int(s.max_ahead_s * 1e9),
+            lateness_ns=int(s.lateness_s * 1e9),
+            epoch_after_ns=int(s.epoch_after_s * 1e9),
+            live_ns=int(s.source_live_s * 1e9),
+        )
 
     # -- input -----------------------------------------------------------------------------
 
@@ -145,6 +158,30 @@ class Detector:
         self, batch: SpanBatch, on_events: Callable[[list[Event]], None] | None = None
     ) -> list[Event]:
         """File a batch of spans; returns the events of the windows it closed.
+
+        The event clock (``_clock.EventClock``) first decides what of it is on the fleet's
+        clock: spans of a wrong clock are moved onto it, a batch of older or much newer
+        traffic may be held back until it is clear whether time has started over (a new
+        epoch: what was open resolves, baselines stay).
+        """
+        events: list[Event] = []
+        admitted = self.clock.admit(batch)
+        for item in admitted:
+            if item.epoch:
+                started = self._new_epoch()
+                if on_events is not None:
+                    on_events(started)
+                else:
+                    events += started
+            events += self._file_batch(item.batch, on_events)
+        if not admitted:
+            events += self._close_until(self.watermark_ns)
+        return events
+
+    def _file_batch(
+        self, batch: SpanBatch, on_events: Callable[[list[Event]], None] | None = None
+    ) -> list[Event]:
+        """File a batch that is on the fleet's clock.
 
         Spans are taken in end-time order and a window closes as soon as the watermark passes
         it, so the same spans give the same events however they are batched. With
@@ -164,11 +201,16 @@ class Detector:
         order = filing.order(ends)
         by_end = take(ends, order)
         events: list[Event] = []
-        batch_keys: dict[tuple[str, str, str, int], Key] = {}  # each key touched once a batch
+        batch_keys: dict[tuple[str, str, str, int, str], Key] = {}  # each key touched once
+        hold = self.clock.hold()  # lagging sources: no window closes past their latest span
         pos = 0
         while pos < n:
             # the spans before the first one whose end lets the next window close
-            closes_at = bisect_left(by_end, (self._closed + 2) * w + lateness, pos)
+            boundary = (self._closed + 2) * w + lateness
+            if hold is not None and hold < boundary:
+                closes_at = n
+            else:
+                closes_at = bisect_left(by_end, boundary, pos)
             if closes_at == pos:
                 self.watermark_ns = max(self.watermark_ns, by_end[pos])
                 closed = self._close_until(self.watermark_ns)
@@ -178,7 +220,8 @@ class Detector:
                     events += closed
                 continue
             on_time = bisect_left(by_end, (self._closed + 1) * w, pos, closes_at)
-            self.late_spans += on_time - pos
+            if on_time > pos:
+                self._count_late(batch, order[pos:on_time], by_end[pos:on_time])
             if on_time < closes_at:
                 self._file(batch, order[on_time:closes_at], by_end[on_time:closes_at], batch_keys)
             pos = closes_at
@@ -186,33 +229,70 @@ class Detector:
             self.watermark_ns = max(self.watermark_ns, by_end[-1])
         return events + self._close_until(self.watermark_ns)
 
+    def _count_late(self, b: SpanBatch, rows: list[int], ends: list[int]) -> None:
+        """Spans whose window has closed: counted by service, noted by source for the log."""
+        self.late_spans += len(rows)
+        closed_end = (self._closed + 1) * self._w
+        by_source: dict[str, list[int]] = {}
+        for row, end in zip(rows, ends, strict=True):
+            by_source.setdefault(b.source[row], []).append(end)
+        for source, source_ends in by_source.items():
+            service = source.partition(SCOPE_SEPARATOR)[0] or "unknown_service"
+            self.late[service] += len(source_ends)
+            self.clock.notes.append(
+                ClockNote("late", source, service, len(source_ends), min(source_ends) - closed_end)
+            )
+
+    def _new_epoch(self) -> list[Event]:
+        """Time has started over: what was open resolves at its own last window, the windows
+        and traces of the old time go; everything learned stays."""
+        events = []
+        for current in self._open.values():
+            resolved = replace(current.incident, resolved_at_ns=(current.last_window + 1) * self._w)
+            events.append(Event.incident(EventType.INCIDENT_RESOLVED, resolved))
+        self._open.clear()
+        self._windows.clear()
+        self._window_traces.clear()
+        self._traces.clear()
+        for stats in self._stats.values():
+            stats.low_streak = (0.0, 0.0)
+        self._closed = -1
+        self.watermark_ns = 0
+        return events
+
+    def drain_notes(self) -> list[ClockNote]:
+        """What the event clock noted since the last call (for the daemon's log)."""
+        notes, self.clock.notes = self.clock.notes, []
+        return notes
+
     def _file(
         self,
         b: SpanBatch,
         rows: list[int],
         ends: list[int],
-        batch_keys: dict[tuple[str, str, str, int], Key],
+        batch_keys: dict[tuple[str, str, str, int, str], Key],
     ) -> None:
         """File spans (``rows`` of the batch, in end-time order, none of them late; ``ends``
         their end times)."""
         w = self._w
         services = take(b.service, rows)
-        self._track_versions(services, take(b.service_version, rows), ends)
+        scopes = take(b.scope, rows)
+        self._track_versions(services, scopes, take(b.service_version, rows), ends)
         kinds = take(b.kind, rows)
         names = take(b.name, rows)
         routes = take(b.http_route, rows)
 
-        # (service, name, route, kind) of each span, made twice rather than kept: a tuple a span
-        # kept alive would wake the cycle collector every few hundred spans
-        def idents() -> Iterator[tuple[str, str, str, int]]:
-            return zip(services, names, routes, kinds, strict=True)
+        # (service, name, route, kind, scope) of each span, made twice rather than kept: a
+        # tuple a span kept alive would wake the cycle collector every few hundred spans
+        def idents() -> Iterator[tuple[str, str, str, int, str]]:
+            return zip(services, names, routes, kinds, scopes, strict=True)
 
         key_of, complete = self._touch_keys(dict.fromkeys(idents()), batch_keys)
         if not complete:  # more keys in the batch than max_keys: spans of the evicted ones go
             kept = [j for j, ident in enumerate(idents()) if ident in key_of]
             rows, ends = take(rows, kept), take(ends, kept)
-            services, names, routes, kinds = (
-                take(c, kept) for c in (services, names, routes, kinds)
+            services, names, routes, kinds, scopes = (
+                take(c, kept) for c in (services, names, routes, kinds, scopes)
             )
         keys = list(map(key_of.__getitem__, idents()))
         durations = list(map(int.__sub__, ends, take(b.start_ns, rows)))
@@ -253,43 +333,46 @@ class Detector:
         columns = (span_ids, parents, keys, errors, durations, dependencies, span_windows)
         self._keep_traces(trace_ids, columns)
 
-    def _track_versions(self, services: list[str], versions: list[str], ends: list[int]) -> None:
-        """Note each service's version, and a deploy when it changes."""
+    def _track_versions(
+        self, services: list[str], scopes: list[str], versions: list[str], ends: list[int]
+    ) -> None:
+        """Note each service's version (within its scope), and a deploy when it changes."""
         known = self._versions
-        seen: dict[str, set[str]] = defaultdict(set)
-        for service, version in dict.fromkeys(zip(services, versions, strict=True)):
+        seen: dict[tuple[str, str], set[str]] = defaultdict(set)
+        for service, scope, version in dict.fromkeys(zip(services, scopes, versions, strict=True)):
             if version:
-                seen[service].add(version)
+                seen[service, scope].add(version)
         changing = set()
-        for service, found in seen.items():
-            if len(found) > 1 or known.get(service, next(iter(found))) not in found:
-                changing.add(service)
+        for ident, found in seen.items():
+            if len(found) > 1 or known.get(ident, next(iter(found))) not in found:
+                changing.add(ident)
             else:
-                known[service] = next(iter(found))
+                known[ident] = next(iter(found))
         if changing:  # in span order, as they changed
-            for service, version, end in zip(services, versions, ends, strict=True):
-                if version and service in changing:
-                    if known.get(service, version) != version:
-                        self._deploys.append(Deploy(service, known[service], version, end))
-                    known[service] = version
+            for service, scope, version, end in zip(services, scopes, versions, ends, strict=True):
+                ident = (service, scope)
+                if version and ident in changing:
+                    if known.get(ident, version) != version:
+                        self._deploys.append((scope, Deploy(service, known[ident], version, end)))
+                    known[ident] = version
 
     def _touch_keys(
         self,
-        idents: Iterable[tuple[str, str, str, int]],
-        batch_keys: dict[tuple[str, str, str, int], Key],
-    ) -> tuple[dict[tuple[str, str, str, int], Key], bool]:
+        idents: Iterable[tuple[str, str, str, int, str]],
+        batch_keys: dict[tuple[str, str, str, int, str], Key],
+    ) -> tuple[dict[tuple[str, str, str, int, str], Key], bool]:
         """The key of each (service, name, route, kind), touched in the order given, and
         whether every one has its key. Keys evicted meanwhile are forgotten; one of this
         batch's own is evicted only when a batch holds more keys than max_keys, and is left
         out."""
-        key_of: dict[tuple[str, str, str, int], Key] = {}
+        key_of: dict[tuple[str, str, str, int, str], Key] = {}
         table = self._keys
         evicted: set[Key] = set()
         for ident in idents:
             key = batch_keys.get(ident)
             if key is None:
-                service, name, route, kind = ident
-                key = Key(service, table.operation_of(name, route, kind), kind)
+                service, name, route, kind, scope = ident
+                key = Key(service, table.operation_of(name, route, kind), kind, scope)
                 key, gone = table.touch(key)
                 if gone is not None:
                     self._forget(gone)
@@ -356,6 +439,7 @@ class Detector:
         """Move event time forward without spans (the daemon does this when traffic stops)."""
         if watermark_ns > self.watermark_ns:
             self.watermark_ns = watermark_ns
+        self.clock.advance(self.watermark_ns)
         return self._close_until(self.watermark_ns)
 
     def _forget(self, key: Key) -> None:
@@ -371,6 +455,9 @@ class Detector:
     def _close_until(self, watermark_ns: int) -> list[Event]:
         if self._closed < 0:
             return []
+        hold = self.clock.hold()
+        if hold is not None:
+            watermark_ns = min(watermark_ns, hold)
         last = (watermark_ns - int(self.settings.lateness_s * 1e9)) // self._w - 1
         events: list[Event] = []
         if last - self._closed > 360:  # a long silence: judge its last hour only
@@ -439,20 +526,20 @@ class Detector:
     def _new_error_findings(
         self, key: Key, acc: WindowAcc, window: int, learning: bool
     ) -> list[Finding]:
-        known = self._known_errors[key.service]
+        known = self._known_errors[key.service, key.scope]
         stats = self._stats.get(key)
         baseline_rate = stats.error_rate() if stats is not None else 0.0
         out = []
         for signature, count in (acc.signatures or {}).items():
-            if signature in known or self._common_elsewhere(signature, key.service):
+            if signature in known or self._common_elsewhere(signature, (key.service, key.scope)):
                 continue
             if learning:
                 known.add(signature)
                 continue
-            first = self._new_errors.setdefault((key.service, signature), window)
+            first = self._new_errors.setdefault((key.service, key.scope, signature), window)
             if window - first >= self.settings.new_error_windows:
                 known.add(signature)  # it has been around long enough to be ordinary
-                del self._new_errors[(key.service, signature)]
+                del self._new_errors[(key.service, key.scope, signature)]
             elif (
                 count >= 3
                 and chernoff_upper(
@@ -474,7 +561,7 @@ class Detector:
                 )
         return out
 
-    def _common_elsewhere(self, signature: str, service: str) -> bool:
+    def _common_elsewhere(self, signature: str, service: tuple[str, str]) -> bool:
         """A generic failure (a transport status many services raise) is not a new error."""
         others = sum(
             1 for svc, known in self._known_errors.items() if svc != service and signature in known
@@ -552,7 +639,7 @@ class Detector:
                 root, is_dep, cascading, examples = self._root_cause(key, finding, acc, dropping)
                 dependency_op = ""
                 if is_dep:  # one incident per dependency, whatever operations were slow
-                    root, dependency_op = Operation(root.service, ""), root.operation
+                    root, dependency_op = Operation(root.service, "", root.scope), root.operation
                 group = groups.get(root)
                 if group is None:
                     group = groups[root] = _Group(root, is_dep)
@@ -579,9 +666,9 @@ class Detector:
                     break
                 top = min(up)
                 seen.add(top)
-            return Operation(top.service, top.operation), False, False, []
+            return Operation(top.service, top.operation, top.scope), False, False, []
         if acc is None:
-            return Operation(key.service, key.operation), False, False, []
+            return Operation(key.service, key.operation, key.scope), False, False, []
         if finding.family == "latency":
             examples = [(t, sp) for _, t, sp in acc.slowest]
             step = self._slow_child
@@ -609,9 +696,9 @@ class Detector:
                 and not children.get(span.span_id)
             ):
                 name, operation = span.dependency
-                votes[(Operation(name, operation.split(" ")[0]), True)] += 1
+                votes[(Operation(name, operation.split(" ")[0], span.key.scope), True)] += 1
             else:
-                votes[(Operation(span.key.service, span.key.operation), False)] += 1
+                votes[(Operation(span.key.service, span.key.operation, span.key.scope), False)] += 1
             if finding.family in ("errors", "new_error"):
                 services = set()
                 node: _Span | None = span
@@ -621,7 +708,7 @@ class Detector:
                     node = by_id.get(node.parent)
                 cascades += len(services) >= 3
         if not votes:
-            return Operation(key.service, key.operation), False, False, examples[:5]
+            return Operation(key.service, key.operation, key.scope), False, False, examples[:5]
         (root, is_dep), _ = votes.most_common(1)[0]
         return root, is_dep, cascades * 2 > sum(votes.values()), examples[:5]
 
@@ -710,13 +797,15 @@ class Detector:
             severity = self._severity(pattern, group, services, window_spans)
             root_op = root
             if group.is_dependency and group.dependency_ops:
-                root_op = Operation(root.service, group.dependency_ops.most_common(1)[0][0])
+                root_op = Operation(
+                    root.service, group.dependency_ops.most_common(1)[0][0], root.scope
+                )
             lead_of_group = _lead_finding(pattern, group)
             assert lead_of_group is not None  # a group always has a finding
             key, finding = lead_of_group
             if current is None:
                 digest = hashlib.sha1(
-                    f"{pattern}|{root.service}|{root.operation}|{start_ns}".encode()
+                    f"{pattern}|{root.service}|{root.operation}|{root.scope}|{start_ns}".encode()
                 ).hexdigest()[:16]
                 streak = self._stats[key].low_streak[1] if finding.family == "traffic" else 0
                 started = start_ns
@@ -743,10 +832,13 @@ class Detector:
                     services=tuple(sorted(services)),
                     deploys=tuple(
                         d
-                        for d in self._deploys
-                        if d.service in services and d.at_ns >= started - _DEPLOY_HORIZON_NS
+                        for scope, d in self._deploys
+                        if scope == root.scope
+                        and d.service in services
+                        and d.at_ns >= started - _DEPLOY_HORIZON_NS
                     ),
                     critical_path=self._critical_path(group.trace_ids[:1]),
+                    resource=tuple(split_scope(root.scope, self.settings.identity).items()),
                 )
                 self._open[root] = _Open(incident, keys, window)
                 events.append(Event.incident(EventType.INCIDENT_OPENED, incident))

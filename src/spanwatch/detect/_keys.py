@@ -31,6 +31,7 @@ class Key(NamedTuple):
     service: str
     operation: str
     kind: int
+    scope: str = ""  # resource identity beyond the service name (make_scope)
 
     @property
     def is_entry_kind(self) -> bool:

@@ -4,11 +4,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from spanwatch.model import IDENTITY_ATTRIBUTES
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
     window_s: float = 10.0  # event-time window
     lateness_s: float = 5.0  # how late a span may arrive before its window closes
+    # Event time on a fleet of clocks (see _clock.py). A source up to max_lag behind the fleet
+    # (a slow collector) is waited for; one further behind, or more than max_ahead ahead
+    # (a wrong clock), is judged on a corrected time. Two minutes covers collectors that batch
+    # and retry; one minute ahead is more than batching can explain, and less than a clock
+    # set to the wrong zone or year.
+    max_lag_s: float = 120.0
+    max_ahead_s: float = 60.0
+    # whole batches off the fleet's clock for this long of their own time (two windows, over
+    # two or more batches) and nothing on time between them: time has started over
+    epoch_after_s: float = 20.0
+    # a lagging source that sends nothing for this long (of fleet time) is no longer waited for
+    source_live_s: float = 30.0
+    # resource attributes that, with service.name, make a service's identity
+    identity: tuple[str, ...] = IDENTITY_ATTRIBUTES
     warmup_windows: int = 12  # windows of traffic a key needs before it can alert
     learn_windows: int = 30  # windows during which every error signature is learned as known
     new_error_windows: int = 60  # how long a new signature stays "new"

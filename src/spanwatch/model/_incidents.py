@@ -60,6 +60,9 @@ def rfc3339_ns(unix_ns: int) -> str:
 class Operation:
     service: str
     operation: str
+    # the service's scope (resource identity, see make_scope): part of what tells one root
+    # cause from another, not of the wire shape
+    scope: str = ""
 
     def to_dict(self) -> dict[str, str]:
         return {"service": self.service, "operation": self.operation}
@@ -139,6 +142,8 @@ class Incident:
     resolved_at_ns: int = 0
     deploys: tuple[Deploy, ...] = ()
     critical_path: tuple[PathStep, ...] = ()
+    # the identity attributes that are set, e.g. (("deployment.environment.name", "prod"),)
+    resource: tuple[tuple[str, str], ...] = ()
 
     @property
     def status(self) -> str:
@@ -159,7 +164,15 @@ class Incident:
             "evidence": self.evidence.to_dict(),
             "summary": self.summary,
             "services": list(self.services),
+            "namespace": "",
+            "environment": "",
+            "resource": dict(self.resource),
         }
+        for name, value in self.resource:
+            if name == "service.namespace":
+                out["namespace"] = value
+            elif name == "deployment.environment.name":
+                out["environment"] = value
         if self.trace_ids and self.example_span_id:
             out["example"] = {
                 "trace_id": self.trace_ids[0].hex(),
