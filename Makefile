@@ -36,12 +36,12 @@ fmt: $(STAMP)
 	$(VENV)/bin/ruff format src tests benchmarks
 	$(VENV)/bin/ruff check --fix src tests benchmarks
 
-demo: $(STAMP)  ## a daemon fed with simulated faults: watch http://127.0.0.1:8765/
-	@$(VENV)/bin/spanwatchd --no-llm --data-dir spanwatch-demo-data & pid=$$!; \
-	trap 'kill $$pid 2>/dev/null' EXIT INT TERM; \
-	until curl -sf http://127.0.0.1:4318/readyz >/dev/null 2>&1; do sleep 0.2; done; \
-	echo; echo "  live page: http://127.0.0.1:8765/   (first incident in about 30 seconds)"; echo; \
-	$(VENV)/bin/spanwatch simulate --scenario demo --speed 20 $(ARGS)
+# Flags of spanwatch demo, e.g. DEMO_ARGS="--ws-listen 127.0.0.1:9765 --speed 50"; the
+# daemon's ports are --grpc-listen, --http-listen and --ws-listen.
+DEMO_ARGS ?=
+
+demo: $(STAMP)  ## a daemon fed with simulated faults, up until Ctrl-C: http://127.0.0.1:8765/
+	@$(VENV)/bin/spanwatch demo $(DEMO_ARGS)
 
 eval: $(STAMP)  ## score the detector on labelled simulated faults
 	$(VENV)/bin/spanwatch eval $(ARGS)

@@ -14,7 +14,9 @@ from spanwatch.config import ConfigError, load
 from spanwatch.model import Pattern
 from spanwatch.store import FORMATS
 
+from . import _ops as ops
 from . import _training as training
+from ._demo import demo
 from ._eval import evaluate
 from ._simulate import SCENARIOS, simulate
 from ._training import DEFAULT_API, DEFAULT_WS, Api, CliError
@@ -70,7 +72,37 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"the event stream (env SPANWATCH_WS; default {DEFAULT_WS})",
     )
     tail_cmd.add_argument("--min-severity", type=int, choices=range(1, 6), metavar="N")
+    tail_cmd.add_argument(
+        "--follow",
+        action="store_true",
+        help=f"keep trying to connect (default: give up after {ops.TAIL_ATTEMPTS} failures)",
+    )
     tail_cmd.add_argument("--once", action="store_true", help=argparse.SUPPRESS)
+
+    inc_cmd = commands.add_parser("incidents", help="list incidents, newest first")
+    state = inc_cmd.add_mutually_exclusive_group()
+    state.add_argument("--open", action="store_const", const="open", dest="status")
+    state.add_argument("--resolved", action="store_const", const="resolved", dest="status")
+    inc_cmd.add_argument("--service", metavar="S", help="the incident's or its root cause's")
+    inc_cmd.add_argument("--pattern", choices=[p.value for p in Pattern])
+    inc_cmd.add_argument(
+        "--min-severity", type=int, choices=range(1, 6), metavar="N", help="2 keeps SEV1-2"
+    )
+    inc_cmd.add_argument("--limit", type=int, default=20)
+    inc_cmd.add_argument("--json", action="store_true")
+
+    demo_cmd = commands.add_parser(
+        "demo", help="a daemon fed with simulated faults, up until Ctrl-C (make demo)"
+    )
+    demo_cmd.add_argument("--grpc-listen", default="127.0.0.1:4317", metavar="H:P")
+    demo_cmd.add_argument("--http-listen", default="127.0.0.1:4318", metavar="H:P")
+    demo_cmd.add_argument("--ws-listen", default="127.0.0.1:8765", metavar="H:P")
+    demo_cmd.add_argument("--data-dir", type=Path, default=Path("spanwatch-demo-data"))
+    demo_cmd.add_argument("--config", type=Path, metavar="FILE", help="for the daemon")
+    demo_cmd.add_argument("--speed", type=float, default=20.0, help="event s per wall s (20)")
+    demo_cmd.add_argument("--scenario", default="demo", choices=SCENARIOS)
+    demo_cmd.add_argument("--duration", type=float, metavar="SECONDS", help="event time to send")
+    demo_cmd.add_argument("--llm", action="store_true", help="ask the LLM too (needs Ollama)")
 
     analyses_cmd = commands.add_parser("analyses", help="list analyses or show one")
     which = analyses_cmd.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -203,7 +235,23 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "export":
         return training.export(api, args.format, args.since, args.val_split, args.output)
     if args.command == "tail":
-        return training.tail(args.ws, args.token, args.min_severity, args.once)
+        return ops.tail(args.ws, args.token, args.min_severity, args.once, args.follow)
+    if args.command == "incidents":
+        return ops.incidents(
+            api, args.status, args.service, args.pattern, args.min_severity, args.limit, args.json
+        )
+    if args.command == "demo":
+        return demo(
+            args.grpc_listen,
+            args.http_listen,
+            args.ws_listen,
+            args.data_dir,
+            args.speed,
+            args.scenario,
+            args.duration,
+            args.llm,
+            args.config,
+        )
     if args.command == "analyses":
         if args.action == "list":
             return training.analyses_list(api, args.limit)

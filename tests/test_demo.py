@@ -1,0 +1,156 @@
+"""``make demo``: fails fast, stays up after the simulation, stops on Ctrl-C, works twice."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port
+
+ROOT = Path(__file__).parent.parent
+pytestmark = pytest.mark.slow
+
+
+class Demo:
+    """``make demo DEMO_ARGS=...`` in its own session, as a terminal would run it."""
+
+    def __init__(self, *args: str) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SPANWATCH_")}
+        self.proc = subprocess.Popen(
+            # -o: never rebuild the virtual environment from inside a test
+            ["make", "-s", "-o", ".venv/.installed", "demo", f"DEMO_ARGS={' '.join(args)}"],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            start_new_session=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_for_line(self, text: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(text in line for line in self.lines):
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.2)
+        raise AssertionError(f"no {text!r} in the demo's output:\n{self.output()}")
+
+    def signal(self, signum: int) -> int:
+        os.killpg(self.proc.pid, signum)  # what Ctrl-C does: the whole foreground group
+        return self.proc.wait(40)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+
+def _ports() -> tuple[int, int, int]:
+    return free_port(), free_port(), free_port()
+
+
+def _args(grpc: int, http: int, ws: int, data: Path, *more: str) -> list[str]:
+    return [
+        f"--grpc-listen 127.0.0.1:{grpc}",
+        f"--http-listen 127.0.0.1:{http}",
+        f"--ws-listen 127.0.0.1:{ws}",
+        f"--data-dir {data}",
+        *more,
+    ]
+
+
+def _free(port: int) -> bool:
+    """Nothing listens on the port any more (connections still in TIME_WAIT do not count)."""
+    with socket.socket() as sock:
+        try:
+            sock.connect(("127.0.0.1", port))
+        except ConnectionRefusedError:
+            return True
+    return False
+
+
+def _incidents(http: int) -> list[dict[str, object]]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{http}/api/incidents?limit=500") as resp:
+        return list(json.loads(resp.read())["incidents"])
+
+
+def test_demo_fails_fast_with_the_daemons_reason(tmp_path: Path) -> None:
+    """A taken port: the demo stops within seconds, with the one line naming the flag."""
+    grpc, http, ws = _ports()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", http))
+        busy.listen()
+        started = time.monotonic()
+        demo = Demo(*_args(grpc, http, ws, tmp_path / "data"))
+        try:
+            code = demo.proc.wait(30)
+            demo._reader.join(5)
+        finally:
+            demo.close()
+    assert code != 0
+    assert time.monotonic() - started < 20
+    assert f"cannot listen for OTLP/HTTP on 127.0.0.1:{http}" in demo.output()
+    assert "--http-listen" in demo.output()
+    assert "Traceback" not in demo.output()
+
+
+def test_demo_stays_up_stops_on_ctrl_c_and_runs_again(tmp_path: Path) -> None:
+    """After its simulation the daemon keeps serving the API; Ctrl-C (SIGINT to the group)
+    stops everything and frees the ports; a second run on the same data finds incidents again."""
+    grpc, http, ws = _ports()
+    data = tmp_path / "data"
+    args = _args(grpc, http, ws, data, "--speed 0", "--duration 1000", "--scenario error_burst")
+    counts = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        demo = Demo(*args)
+        try:
+            demo.wait_for_line(f"live page: http://127.0.0.1:{ws}/", 60)
+            demo.wait_for_line("simulation finished; the daemon keeps running", 150)
+            time.sleep(1)
+            assert demo.proc.poll() is None
+            with urllib.request.urlopen(f"http://127.0.0.1:{http}/readyz") as resp:
+                assert resp.status == 200
+            listed = subprocess.run(
+                [sys.executable, "-m", "spanwatch.cli", "--api", f"http://127.0.0.1:{http}"]
+                + ["incidents"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert listed.returncode == 0, listed.stderr
+            assert "error_burst" in listed.stdout, listed.stdout
+            counts.append(len(_incidents(http)))
+            began = time.monotonic()
+            code = demo.signal(signum)
+            assert time.monotonic() - began < 30
+        finally:
+            demo.close()
+        assert code in (0, 2, -signal.SIGINT, -signal.SIGTERM), demo.output()
+        assert all(_free(p) for p in (grpc, http, ws)), "a port is still taken after the stop"
+        assert "Traceback" not in demo.output(), demo.output()
+    # The second run found incidents of its own, on top of the first run's history.
+    assert counts[0] >= 1
+    assert counts[1] > counts[0]
