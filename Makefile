@@ -15,10 +15,24 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# The training stack (torch, transformers, peft, trl, datasets, gguf): for the tests and for
-# spanwatch train, not for running the daemon.
+# The training stack (torch, transformers, peft, trl, datasets, gguf, llama-cpp-python): for the
+# tests and for spanwatch train, not for running the daemon. llama-cpp-python is built from
+# source once (CPU only, no BLAS, portable instructions, no multimodal library: about 8 minutes
+# on 2 cores); pip keeps the wheel, so later installs take seconds. llama.cpp's converter
+# (convert_hf_to_gguf.py with its conversion/ and gguf-py/, not in the wheel) is taken from the
+# same release's source into $(VENV)/share/llama.cpp, where spanwatch train looks for it.
 $(TRAIN_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet -e '.[test,train]'
+	CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_BLAS=OFF -DLLAVA_BUILD=OFF" \
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PY) -m pip install --quiet -e '.[test,train]'
+	@set -e; v=$$($(PY) -c 'import llama_cpp; print(llama_cpp.__version__)'); \
+	src=$$(mktemp -d); trap 'rm -rf "$$src"' EXIT; \
+	$(PY) -m pip download --quiet --no-deps --no-binary :all: "llama-cpp-python==$$v" -d "$$src"; \
+	rm -rf $(VENV)/share/llama.cpp; mkdir -p $(VENV)/share/llama.cpp; \
+	tar -xzf "$$src/llama_cpp_python-$$v.tar.gz" -C $(VENV)/share/llama.cpp --strip-components=3 \
+		"llama_cpp_python-$$v/vendor/llama.cpp/convert_hf_to_gguf.py" \
+		"llama_cpp_python-$$v/vendor/llama.cpp/conversion" \
+		"llama_cpp_python-$$v/vendor/llama.cpp/gguf-py"; \
+	echo "llama.cpp converter of llama-cpp-python $$v in $(VENV)/share/llama.cpp"
 	touch $(TRAIN_STAMP)
 
 run: $(STAMP)  ## start the daemon on its embedded defaults (pass flags with ARGS=...)

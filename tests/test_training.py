@@ -56,27 +56,48 @@ def _examples() -> list[dict[str, str]]:
     return records
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer Llama with a 400-token BPE vocabulary, saved as a Hugging Face model."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def build_tiny_llama(
+    path: Path, *, byte_fallback: bool = False, initializer_range: float = 0.02
+) -> Path:
+    """A 2-layer Llama (4 heads, 2 KV heads) with a BPE vocabulary trained here, saved to path.
+
+    ``byte_fallback`` makes the tokenizer Llama-2 style (byte tokens, "▁" for spaces), a kind
+    llama.cpp's converter knows; the default byte-level one (400 tokens) it does not.
+    A larger ``initializer_range`` gives attention that is far from uniform.
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     specials = ["<unk>", "<s>", "</s>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
     corpus = [SYSTEM] + [
         r["prompt"] + " " + r["completion"] + " " + r["original_completion"] for r in _examples()
     ]
-    tok.train_from_iterator(
-        corpus * 4,
-        trainer=trainers.BpeTrainer(
+    if byte_fallback:
+        tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+        tok.normalizer = normalizers.Sequence(
+            [normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")]
+        )
+        tok.decoder = decoders.Sequence(
+            [
+                decoders.Replace("▁", " "),
+                decoders.ByteFallback(),
+                decoders.Fuse(),
+                decoders.Strip(" ", 1, 0),
+            ]
+        )
+        trainer = trainers.BpeTrainer(
+            vocab_size=700, special_tokens=specials + [f"<0x{b:02X}>" for b in range(256)]
+        )
+    else:
+        tok = Tokenizer(models.BPE(unk_token="<unk>"))
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
             vocab_size=400,
             special_tokens=specials,
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        ),
-    )
+        )
+    tok.train_from_iterator(corpus * 4, trainer=trainer)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="</s>"
     )
@@ -91,16 +112,22 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
             num_attention_heads=4,
             num_key_value_heads=2,
             max_position_embeddings=512,
+            initializer_range=initializer_range,
             bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
             tie_word_embeddings=False,
         )
     )
-    path = tmp_path_factory.mktemp("tiny-llama")
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer Llama with a 400-token byte-level BPE vocabulary, saved as a Hugging Face model."""
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 
 
 @pytest.fixture
@@ -154,6 +181,13 @@ def test_lora_trains_converts_and_helps(tiny_model: Path, export: Path, tmp_path
     ]
     assert lines[3] == f'SYSTEM """{SYSTEM}"""'
     assert report["ollama_create"] == "ollama create spanwatch-analyst -f Modelfile"
+    # llama.cpp's converter knows no byte-level BPE like this one: the check says so, and
+    # the run still succeeds (test_training_llamacpp.py runs the check on a model it knows)
+    check = on_disk["llama_cpp_check"]
+    if check["engine"] is None:
+        assert check["status"] == "skipped" and "not installed" in check["reason"]
+    else:
+        assert check["status"] == "error" and "converter" in check["reason"], check
 
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -277,3 +311,37 @@ def test_dpo_stage_prefers_the_corrections(tiny_model: Path, export: Path, tmp_p
     assert dpo["final_loss"] < dpo["initial_loss"]
     assert dpo["final_reward_margin"] > 0
     assert (tmp_path / "run" / "adapter.gguf").exists()
+
+
+def test_without_llama_cpp_the_check_is_skipped_and_said_so(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """No llama-cpp-python: the report and the summary say the check was skipped, and why."""
+    from spanwatch.training import _llamacpp
+
+    monkeypatch.setattr(_llamacpp, "llama_cpp_version", lambda: None)
+    check = _llamacpp.check(
+        _llamacpp.CheckInputs(
+            base_model="unused",
+            adapter_dir=tmp_path,
+            adapter_gguf=tmp_path / "adapter.gguf",
+            tokens=[1, 2, 3],
+            work=tmp_path / "work",
+        ),
+        None,
+    )
+    assert check["status"] == "skipped"
+    assert "llama-cpp-python is not installed" in check["reason"]
+    report = {
+        "steps": 1,
+        "examples": {"train": 2},
+        "device": "cpu",
+        "initial_loss": 2.0,
+        "final_loss": 1.0,
+        "did_it_help": {"held_out_examples": 0},
+        "llama_cpp_check": check,
+    }
+    assert training.summary(report)[-1] == (
+        "llama.cpp check skipped: llama-cpp-python is not installed "
+        "(pip install 'spanwatch[train]')"
+    )

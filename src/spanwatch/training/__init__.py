@@ -1,7 +1,10 @@
 """The learning loop: rated analyses → LoRA adapter → GGUF → Modelfile for Ollama.
 
 Needs the ``train`` extra (``pip install 'spanwatch[train]'``): torch, transformers, peft, trl,
-datasets, gguf. Reads export files only (``spanwatch export``).
+datasets, gguf, sentencepiece, llama-cpp-python. Reads export files only (``spanwatch export``).
+With ``merge``, also writes the base model with the adapter merged in as one GGUF (by llama.cpp's
+converter) and a Modelfile FROM it: the deploy path that works on every current Ollama. What
+llama.cpp computes with the files is checked against PEFT on the same tokens (``_llamacpp``).
 """
 
 from __future__ import annotations
@@ -17,23 +20,41 @@ from pathlib import Path
 from typing import Any
 
 from ._data import Example, TrainingError, load_examples, split_examples
-from ._gguf import check_adapter_gguf, gguf_name, read_adapter_gguf, write_adapter_gguf
+from ._gguf import (
+    check_adapter_gguf,
+    gguf_name,
+    read_adapter_gguf,
+    rope_permute,
+    write_adapter_gguf,
+)
+from ._llamacpp import MERGED_OUTTYPE, TOLERANCE, find_converter
 from ._lora import LLAMA_MODULES, LoraSettings
+from ._modelfile import REPEAT_PENALTY, ChatFormat, chat_format, merged_modelfile, modelfile
 
 __all__ = [
     "LLAMA_MODULES",
+    "MERGED_OUTTYPE",
+    "REPEAT_PENALTY",
+    "TOLERANCE",
+    "ChatFormat",
     "Example",
     "LoraSettings",
     "TrainingError",
     "axolotl_config",
+    "chat_format",
     "check_adapter_gguf",
+    "find_converter",
     "load_examples",
+    "merged_modelfile",
     "modelfile",
     "read_adapter_gguf",
+    "rope_permute",
+    "summary",
     "train",
 ]
 
-REPEAT_PENALTY = 1.3
+# tokens of the first held-out example that llama.cpp and PEFT are compared on
+CHECK_TOKENS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,15 +65,6 @@ class Outputs:
     modelfile: Path
     report: Path
     ollama_create: str
-
-
-def modelfile(ollama_base: str, system: str, adapter: str = "./adapter.gguf") -> str:
-    """FROM the base, ADAPTER, the daemon's repeat penalty and system prompt."""
-    system = system.replace('"""', "'''")
-    text = f"FROM {ollama_base}\nADAPTER {adapter}\nPARAMETER repeat_penalty {REPEAT_PENALTY}\n"
-    if system:
-        text += f'SYSTEM """{system}"""\n'
-    return text
 
 
 def axolotl_config(
@@ -100,11 +112,18 @@ def train(
     ollama_name: str = "spanwatch-analyst",
     run_ollama: bool = True,
     dpo_steps: int = 0,
+    merge: bool = False,
+    llama_cpp: Path | None = None,
 ) -> dict[str, Any]:
     """Train, convert, write everything to ``output`` at once; returns the report.
 
     ``dpo_steps`` > 0 adds a preference stage on the corrected examples after fine-tuning.
+    ``merge`` also writes ``model.gguf`` (the base model with the adapter merged in) and makes
+    ``Modelfile`` FROM it (the adapter's goes to ``Modelfile.adapter``). ``llama_cpp`` is the
+    folder of llama.cpp's ``convert_hf_to_gguf.py`` (default: see ``find_converter``).
+    The report's ``llama_cpp_check`` says whether llama.cpp computes what PEFT does.
     """
+    converter = find_converter(llama_cpp) if merge or llama_cpp is not None else None
     examples = load_examples(data)
     if _format_has_ratings(data) and not any(e.corrected for e in examples):
         raise TrainingError(
@@ -129,6 +148,8 @@ def train(
             ollama_base,
             ollama_name,
             dpo_steps,
+            merge,
+            converter,
         )
         report["duration_s"] = round(time.monotonic() - started, 1)
         (staging / "train_report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -142,6 +163,44 @@ def train(
     if run_ollama and shutil.which("ollama"):
         subprocess.run(command.split(), cwd=output, check=False)
     return report
+
+
+def summary(report: dict[str, Any]) -> list[str]:
+    """The lines ``spanwatch train`` prints: loss, perplexity, and what llama.cpp computes."""
+    lines = [
+        f"trained {report['steps']} steps on {report['examples']['train']} examples "
+        f"({report['device']}): loss {report['initial_loss']:.4f} -> {report['final_loss']:.4f}"
+    ]
+    helped = report["did_it_help"]
+    if helped["held_out_examples"]:
+        lines.append(
+            f"held-out answers: perplexity {helped['base_perplexity']} (base) -> "
+            f"{helped['adapted_perplexity']} (adapted), {helped['held_out_examples']} examples"
+        )
+    check = report.get("llama_cpp_check") or {}
+    status = check.get("status", "skipped")
+    if status in ("skipped", "error"):
+        lines.append(f"llama.cpp check {status}: {check.get('reason', 'not run')}")
+    else:
+        verdict = "same as PEFT" if status == "passed" else "DIFFERS FROM PEFT: do not deploy"
+        engine = f"{check.get('engine')}, {check['tokens']} tokens"
+        lines.append(f"llama.cpp check ({engine}): {verdict}")
+        adapter = check.get("adapter", {})
+        if "max_abs_logit_diff" in adapter:
+            lines.append(
+                f"  adapter.gguf: max logit difference {adapter['max_abs_logit_diff']:.2e} "
+                f"(tolerance {check['tolerance']:g}), adapter effect "
+                f"{adapter['adapter_effect']:.3g}"
+            )
+        merged = check.get("merged", {})
+        if "max_abs_logit_diff" in merged:
+            rounded = "exactly" if merged["is_rounded_f32"] else "NOT"
+            lines.append(
+                f"  {merged['file']}: max logit difference {merged['max_abs_logit_diff']:.2e} "
+                f"against PEFT's merged model as float32; the {merged['outtype']} file holds "
+                f"{rounded} its rounding ({merged['deployed_max_abs_logit_diff']:.2g} from it)"
+            )
+    return lines
 
 
 def _format_has_ratings(data: Path) -> bool:
@@ -161,9 +220,12 @@ def _train_into(
     ollama_base: str,
     ollama_name: str,
     dpo_steps: int,
+    merge: bool,
+    converter: Path | None,
 ) -> dict[str, Any]:
     from peft import get_peft_model_state_dict
 
+    from . import _llamacpp
     from ._lora import mean_loss, tokenize, train_dpo, train_lora
 
     trained = train_lora(base_model, train_set, val_set, settings, staging / ".work")
@@ -181,11 +243,36 @@ def _train_into(
     trained.model.save_pretrained(str(adapter_dir))
     state = get_peft_model_state_dict(trained.model)
     gguf_path = staging / "adapter.gguf"
-    write_adapter_gguf(state, settings.alpha, gguf_path, ollama_name)
+    config = trained.model.config
+    n_head = int(config.num_attention_heads)
+    n_kv_head = int(getattr(config, "num_key_value_heads", None) or n_head)
+    write_adapter_gguf(state, settings.alpha, gguf_path, ollama_name, n_head, n_kv_head)
     expected = {gguf_name(k): tuple(int(d) for d in v.shape) for k, v in state.items()}
     check_adapter_gguf(gguf_path, expected, settings.alpha)
     system = next((e.system for e in train_set + val_set if e.system), "")
-    (staging / "Modelfile").write_text(modelfile(ollama_base, system))
+    first = (val_set or train_set)[0]
+    tokens = tokenize(first, trained.tokenizer, settings.max_length)["input_ids"][:CHECK_TOKENS]
+    fmt = chat_format(trained.tokenizer)
+    trained.model = None  # the check loads its own float32 copy on the CPU
+    del state
+    check = _llamacpp.check(
+        _llamacpp.CheckInputs(
+            base_model=base_model,
+            adapter_dir=adapter_dir,
+            adapter_gguf=gguf_path,
+            tokens=tokens,
+            work=staging / ".check",
+            merged_gguf=staging / "model.gguf" if merge else None,
+        ),
+        converter,
+    )
+    outputs = {"adapter": "adapter/", "gguf": "adapter.gguf", "modelfile": "Modelfile"}
+    if merge:
+        (staging / "Modelfile").write_text(merged_modelfile(fmt, system))
+        (staging / "Modelfile.adapter").write_text(modelfile(ollama_base, system))
+        outputs |= {"merged_gguf": "model.gguf", "adapter_modelfile": "Modelfile.adapter"}
+    else:
+        (staging / "Modelfile").write_text(modelfile(ollama_base, system))
     command = f"ollama create {ollama_name} -f Modelfile"
 
     def perplexity(loss: float | None) -> float | None:
@@ -214,8 +301,9 @@ def _train_into(
             "corrected": sum(e.corrected for e in train_set + val_set),
         },
         "lora": asdict(settings) | {"target_modules": list(settings.target_modules)},
-        "outputs": {"adapter": "adapter/", "gguf": "adapter.gguf", "modelfile": "Modelfile"},
+        "outputs": outputs,
         "gguf_tensors": len(expected),
+        "llama_cpp_check": check,
         "ollama_create": command,
         "log": trained.log,
     }

@@ -3,6 +3,12 @@
 Metadata: ``general.architecture = llama``, ``general.type = adapter``, ``adapter.type = lora``,
 ``adapter.lora.alpha``. Tensors: ``blk.N.<tensor>.weight.lora_a`` (r × in) and ``.lora_b``
 (out × r), the shapes PEFT trains, which is what llama.cpp checks when it loads an adapter.
+
+llama.cpp's converter reorders the rows of Q and K within each head for its RoPE layout
+(``LlamaModel.permute`` in ``convert_hf_to_gguf.py``): the base model's attn_q / attn_k weights in a
+GGUF are not in Hugging Face's order. A LoRA delta ``B @ A`` on those weights has to be reordered
+the same way, which for a product is a reorder of B's rows: ``lora_b`` of attn_q by the attention
+heads, of attn_k by the KV heads; ``lora_a`` (which mixes the input) stays as PEFT trained it.
 """
 
 from __future__ import annotations
@@ -37,8 +43,31 @@ def gguf_name(peft_key: str) -> str:
     return f"blk.{layer}.{LLAMA_TENSORS[module]}.weight.lora_{which.lower()}"
 
 
-def write_adapter_gguf(state: dict[str, Any], alpha: float, path: Path, name: str) -> None:
-    """Write the adapter's tensors (a PEFT state dict of torch tensors) as float32 GGUF."""
+def rope_permute(rows: Any, n_head: int) -> Any:
+    """Reorder the rows of a Q or K projection (or its lora_b) as llama.cpp's converter does.
+
+    Within each of the ``n_head`` heads, Hugging Face keeps the two rotated halves apart
+    (0 … d/2-1, then d/2 … d-1); llama.cpp wants them interleaved (0, d/2, 1, d/2+1, …).
+    """
+    out = rows.shape[0]
+    if out % (2 * n_head):
+        raise TrainingError(f"{out} rows do not split into {n_head} heads of rotated pairs")
+    return (
+        rows.reshape(n_head, 2, out // n_head // 2, *rows.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(rows.shape)
+    )
+
+
+def write_adapter_gguf(
+    state: dict[str, Any], alpha: float, path: Path, name: str, n_head: int, n_kv_head: int
+) -> None:
+    """Write the adapter's tensors (a PEFT state dict of torch tensors) as float32 GGUF.
+
+    ``n_head`` and ``n_kv_head`` are the base model's attention and KV heads
+    (``num_attention_heads``, ``num_key_value_heads``): attn_q's and attn_k's lora_b are
+    reordered by them, as llama.cpp's converter reorders the base weights.
+    """
     import gguf
 
     writer = gguf.GGUFWriter(str(path), arch="llama")
@@ -48,7 +77,12 @@ def write_adapter_gguf(state: dict[str, Any], alpha: float, path: Path, name: st
     writer.add_float32("adapter.lora.alpha", float(alpha))
     for key in sorted(state):
         array = state[key].detach().to("cpu").float().numpy()
-        writer.add_tensor(gguf_name(key), np.ascontiguousarray(array, dtype=np.float32))
+        tensor = gguf_name(key)
+        if tensor.endswith(".attn_q.weight.lora_b"):
+            array = rope_permute(array, n_head)
+        elif tensor.endswith(".attn_k.weight.lora_b"):
+            array = rope_permute(array, n_kv_head)
+        writer.add_tensor(tensor, np.ascontiguousarray(array, dtype=np.float32))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
