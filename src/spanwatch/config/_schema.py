@@ -140,6 +140,15 @@ class Detector(_Section):
     max_keys: int = Field(default=50_000, ge=100)
     max_traces: int = Field(default=20_000, ge=100)
     snapshot_interval: Duration = 60.0
+    # Event time on a fleet of clocks (docs/detection.md): a source up to max_lag behind is
+    # waited for; one further behind or more than max_ahead ahead is judged on a corrected time.
+    max_lag: Duration = 120.0
+    max_ahead: Duration = 60.0
+    # Resource attributes that, with service.name, make a service's identity.
+    identity: list[str] = Field(
+        default_factory=lambda: ["service.namespace", "deployment.environment.name"],
+        max_length=8,
+    )
 
 
 class Analysis(_Section):

@@ -23,7 +23,9 @@ A *source* is one emitter of spans, whose clock is its own: a service instance (
   followed by other traffic, a recording with a long gap), they are held back, and once they
   span ``epoch_after_ns`` of their own time over two or more batches (or fill ``max_held``
   spans), the fleet's time starts a new *epoch* at theirs: the detector resolves what was
-  open, keeps its baselines, and judges the new traffic as it would on a fresh start. An
+  open and closes the old time's windows. Backward (older traffic: a replay, a second
+  simulation) it also forgets what it learned, and judges the traffic as a fresh detector
+  would; forward (a restart after downtime, a gap in a recording) its baselines stay. An
   on-time batch in between shows the held ones were a few wrong clocks after all: they are
   corrected as above.
 """
@@ -40,6 +42,7 @@ from . import _filing as filing
 from ._filing import take
 
 AHEAD, BEHIND = "ahead", "behind"
+BACKWARD, FORWARD = "backward", "forward"
 
 
 class ClockNote(NamedTuple):
@@ -62,10 +65,11 @@ class _Source:
 
 @dataclass(slots=True)
 class Admitted:
-    """A batch to file (its times corrected where needed); ``epoch`` first starts time over."""
+    """A batch to file (its times corrected where needed). With ``epoch`` (BACKWARD or
+    FORWARD), time starts over before it."""
 
     batch: SpanBatch
-    epoch: bool = False
+    epoch: str = ""
 
 
 @dataclass(slots=True)
@@ -197,10 +201,11 @@ class EventClock:
         ):
             return []
         batches = self._release()
+        old = self.front
         self.start_epoch()
         self.front = sorted(batches[0].end_ns)[len(batches[0].end_ns) // 2]
         self.notes.append(
-            ClockNote("epoch", "", "", sum(len(b) for b in batches), min(times) - self.front)
+            ClockNote("epoch", "", "", sum(len(b) for b in batches), self.front - old)
         )
         out: list[Admitted] = []
         for b in batches:  # on the new clock now, but each may still hold a wrong one
@@ -210,7 +215,7 @@ class EventClock:
                 out.append(Admitted(b))
             else:
                 out.append(Admitted(self._correct(b)))
-        out[0].epoch = True
+        out[0].epoch = BACKWARD if self.front < old else FORWARD
         return out
 
     def _correct(

@@ -38,7 +38,7 @@ from spanwatch.model import (
 )
 
 from . import _filing as filing
-from ._clock import ClockNote, EventClock
+from ._clock import BACKWARD, ClockNote, EventClock
 from ._filing import take
 from ._keys import Key, KeyTable, template
 from ._settings import Settings
@@ -168,7 +168,7 @@ class Detector:
         admitted = self.clock.admit(batch)
         for item in admitted:
             if item.epoch:
-                started = self._new_epoch()
+                started = self._new_epoch(forget=item.epoch == BACKWARD)
                 if on_events is not None:
                     on_events(started)
                 else:
@@ -243,13 +243,21 @@ class Detector:
                 ClockNote("late", source, service, len(source_ends), min(source_ends) - closed_end)
             )
 
-    def _new_epoch(self) -> list[Event]:
+    def _new_epoch(self, forget: bool) -> list[Event]:
         """Time has started over: what was open resolves at its own last window, the windows
-        and traces of the old time go; everything learned stays."""
+        and traces of the old time go. With ``forget`` (time went backward: this is older
+        traffic, judged as a fresh detector would) what was learned goes too; otherwise it
+        stays (time went on: the baselines still describe the same system)."""
         events = []
         for current in self._open.values():
             resolved = replace(current.incident, resolved_at_ns=(current.last_window + 1) * self._w)
             events.append(Event.incident(EventType.INCIDENT_RESOLVED, resolved))
+        if forget:
+            fresh = Detector(self.settings)
+            fresh.clock, fresh.late, fresh.late_spans = self.clock, self.late, self.late_spans
+            fresh.dropped_keys = self.dropped_keys
+            vars(self).update(vars(fresh))
+            return events
         self._open.clear()
         self._windows.clear()
         self._window_traces.clear()

@@ -4,7 +4,14 @@ This package is the only place protobuf types of OTLP appear; everything past it
 :class:`spanwatch.model.SpanBatch`.
 """
 
-from ._decode import DecodeResult, decode_protobuf, decode_request, parse_json, parse_protobuf
+from ._decode import (
+    DecodeResult,
+    decode_protobuf,
+    decode_request,
+    parse_json,
+    parse_protobuf,
+    set_identity,
+)
 from ._encode import encode_batch
 from ._errors import (
     MalformedPayload,
@@ -41,4 +48,5 @@ __all__ = [
     "parse_protobuf",
     "release_free_memory",
     "resident_bytes",
+    "set_identity",
 ]
