@@ -171,3 +171,23 @@ def wait_for(predicate: Any, timeout: float = 15.0, what: str = "condition") -> 
             return value
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@contextmanager
+def browser_page() -> Iterator[Any]:
+    """A Playwright page in Debian's headless Chromium; fails the test on any page error."""
+    from playwright.sync_api import sync_playwright
+
+    executable = require(CHROMIUM, "chromium")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 1280, "height": 860})
+            page = context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("dialog", lambda dialog: errors.append(f"unexpected alert: {dialog.message}"))
+            yield page
+            assert errors == []
+        finally:
+            browser.close()

@@ -335,6 +335,8 @@ class Daemon:
             }
         return {
             "version": __version__,
+            # the hub's last seq: a page that reads the store now subscribes with ?since=seq
+            "seq": self.hub.seq,
             "uptime_s": round(time.monotonic() - self._started_at, 1),
             "ready": self.ready,
             "ingest": {

@@ -38,7 +38,7 @@ def parse_since(text: str) -> int:
 # A read-only endpoint: the query's parameters in, (HTTP status, JSON body) out.
 Endpoint = Callable[[Mapping[str, str]], Awaitable[tuple[int, Any]]]
 
-INCIDENT_FILTERS = ("status", "service", "pattern", "namespace", "environment")
+INCIDENT_FILTERS = ("id", "status", "service", "pattern", "namespace", "environment")
 
 
 def encode_cursor(cursor: tuple[str, str] | None) -> str | None:
@@ -87,7 +87,7 @@ class RestApi:
         }
 
     async def incidents_endpoint(self, query: Mapping[str, str]) -> tuple[int, Any]:
-        """``GET /api/incidents?status=&service=&pattern=&namespace=&environment=
+        """``GET /api/incidents?id=&status=&service=&pattern=&namespace=&environment=
         &min_severity=&limit=&cursor=``: newest first, with the cursor of the next page."""
         filters = {k: query[k] for k in INCIDENT_FILTERS if query.get(k)}
         if filters.get("status", "open") not in ("open", "resolved"):

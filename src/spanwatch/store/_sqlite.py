@@ -81,6 +81,7 @@ MIGRATIONS: list[str] = [
 
 # Filters of Store.incidents(): the column (or JSON field of the body) each one matches.
 _INCIDENT_FILTERS = {
+    "id": "id",
     "status": "status",
     "service": "service",
     "pattern": "pattern",
@@ -364,7 +365,7 @@ class Store:
     ) -> tuple[list[dict[str, Any]], tuple[str, str] | None]:
         """Incidents newest first (by detection), as published; and the cursor of the next page.
 
-        ``filters`` are ``status`` (open|resolved), ``service`` (the incident's service, its
+        ``filters`` are ``id``, ``status`` (open|resolved), ``service`` (the incident's service, its
         root cause's or one it spans), ``pattern``, ``namespace`` and ``environment``, exact
         matches; ``max_severity=2`` keeps SEV1–2. ``before`` is the cursor a previous page gave.
         """
