@@ -118,6 +118,8 @@ class RestApi:
         status = dict(self._status())
         try:
             status["incidents"] = await asyncio.to_thread(self._store.incident_counts)
+            stats = await asyncio.to_thread(self._store.stats)
+            status["ratings"] = {k: stats[k] for k in ("rated", "good", "bad", "corrected")}
         except StorageUnavailable as exc:
             status["incidents"] = {"error": str(exc)}
         return 200, status
