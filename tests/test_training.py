@@ -15,6 +15,9 @@ transformers = pytest.importorskip("transformers")
 from spanwatch import training  # noqa: E402
 from spanwatch.training import LoraSettings, TrainingError  # noqa: E402
 
+# training on 2 shared cores, then converting and loading in llama.cpp: more than the default
+pytestmark = pytest.mark.timeout(300)
+
 SYSTEM = "You are spanwatch's incident analyst. Use only the facts given."
 CHAT_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}<|end|>\n"
@@ -345,3 +348,69 @@ def test_without_llama_cpp_the_check_is_skipped_and_said_so(
         "llama.cpp check skipped: llama-cpp-python is not installed "
         "(pip install 'spanwatch[train]')"
     )
+
+
+LLAMA3_TEMPLATE = (
+    "{{- bos_token }}{%- for m in messages %}"
+    "{{- '<|start_header_id|>' + m['role'] + '<|end_header_id|>\\n\\n' + m['content'] | trim"
+    " + '<|eot_id|>' }}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}"
+    "{%- endif %}"
+)
+
+
+def test_a_llama_3_chat_template_becomes_ollama_s_template(tiny_model: Path) -> None:
+    """Llama 3's header/eot format is cut into the Go TEMPLATE Ollama uses for llama3.2."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    tokenizer.chat_template = LLAMA3_TEMPLATE
+    fmt = training.chat_format(tokenizer)
+    assert fmt is not None
+    header = "<|start_header_id|>{}<|end_header_id|>\n\n"
+    assert fmt.go_template() == (
+        f"{{{{ if .System }}}}{header.format('system')}{{{{ .System }}}}<|eot_id|>{{{{ end }}}}"
+        f'{{{{ range .Messages }}}}{{{{ if eq .Role "user" }}}}{header.format("user")}'
+        "{{ .Content }}<|eot_id|>"
+        f'{{{{ else if eq .Role "assistant" }}}}{header.format("assistant")}'
+        "{{ .Content }}<|eot_id|>{{ end }}{{ end }}"
+        f"{header.format('assistant')}"
+    )
+    assert fmt.stops() == ["<|eot_id|>"]
+
+
+def test_a_template_that_cannot_be_cut_leaves_the_gguf_s_own(tiny_model: Path) -> None:
+    """A chat template that refuses a system prompt: no TEMPLATE, Ollama takes the GGUF's."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    tokenizer.chat_template = (
+        "{% if messages[0]['role'] == 'system' %}{{ raise_exception('no system role') }}"
+        "{% endif %}" + CHAT_TEMPLATE
+    )
+    assert training.chat_format(tokenizer) is None
+    assert training.merged_modelfile(None, SYSTEM).splitlines() == [
+        "FROM ./model.gguf",
+        "# no TEMPLATE: Ollama takes the chat template stored in the GGUF",
+        "PARAMETER repeat_penalty 1.3",
+        f'SYSTEM """{SYSTEM}"""',
+    ]
+
+
+def test_merge_without_llama_cpp_s_converter_stops_before_training(
+    tiny_model: Path, export: Path, tmp_path: Path
+) -> None:
+    """--merge needs llama.cpp's converter: a clear error at once, and nothing written."""
+    out = tmp_path / "run"
+    with pytest.raises(TrainingError, match=r"convert_hf_to_gguf\.py was not found"):
+        training.train(
+            str(tiny_model),
+            export,
+            out,
+            SETTINGS,
+            run_ollama=False,
+            merge=True,
+            llama_cpp=tmp_path / "no-llama.cpp",
+        )
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seed.jsonl"]

@@ -23,6 +23,9 @@ from spanwatch.training import _gguf, _llamacpp  # noqa: E402
 
 from .test_training import CHAT_TEMPLATE, SETTINGS, SYSTEM, _examples, build_tiny_llama  # noqa: E402
 
+# the module's run (train 80 steps, convert, check) is set up inside the first test's time
+pytestmark = pytest.mark.timeout(600)
+
 # tokens no example starts with, so the comparison is not the one train() made itself
 PROBE = "Incident 1 of 1: SEV1 latency_spike at checkout. Root cause: checkout lost its cache."
 

@@ -41,20 +41,24 @@ _GGML_TYPE_F32 = 0
 
 
 def find_converter(explicit: Path | None = None) -> Path:
-    """The folder holding llama.cpp's ``convert_hf_to_gguf.py`` (and its ``conversion/``)."""
+    """The folder holding llama.cpp's ``convert_hf_to_gguf.py`` (and its ``conversion/``).
+
+    ``explicit`` (``--llama-cpp``) when given, else ``$SPANWATCH_LLAMA_CPP``, else
+    ``<venv>/share/llama.cpp``.
+    """
     env = os.environ.get(CONVERTER_ENV)
-    candidates = [
-        explicit,
-        Path(env) if env else None,
-        Path(sys.prefix) / "share" / "llama.cpp",
-    ]
+    if explicit is not None:
+        candidates = [explicit]
+    else:
+        candidates = [Path(env)] if env else []
+        candidates.append(Path(sys.prefix) / "share" / "llama.cpp")
     for folder in candidates:
-        if folder is not None and (folder / CONVERTER).is_file():
+        if (folder / CONVERTER).is_file():
             return folder
     raise TrainingError(
-        f"llama.cpp's {CONVERTER} was not found: `make test` (or the train setup in the "
-        f"Makefile) puts it under {sys.prefix}/share/llama.cpp; or set {CONVERTER_ENV} to a "
-        "llama.cpp checkout"
+        f"llama.cpp's {CONVERTER} was not found in {', '.join(map(str, candidates))}: "
+        "`make test` (the train setup in the Makefile) puts it in <venv>/share/llama.cpp; "
+        f"or set {CONVERTER_ENV} to a llama.cpp checkout"
     )
 
 
