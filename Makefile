@@ -18,9 +18,10 @@ $(STAMP): pyproject.toml
 # The training stack (torch, transformers, peft, trl, datasets, gguf, llama-cpp-python): for the
 # tests and for spanwatch train, not for running the daemon. llama-cpp-python is built from
 # source once (CPU only, no BLAS, portable instructions, no multimodal library: about 8 minutes
-# on 2 cores); pip keeps the wheel, so later installs take seconds. llama.cpp's converter
-# (convert_hf_to_gguf.py with its conversion/ and gguf-py/, not in the wheel) is taken from the
-# same release's source into $(VENV)/share/llama.cpp, where spanwatch train looks for it.
+# on 2 cores); pip keeps the wheel, so later installs take seconds. llama.cpp's converters
+# (convert_hf_to_gguf.py with its conversion/ and gguf-py/, and convert_lora_to_gguf.py, which
+# the tests compare with; not in the wheel) are taken from the same release's source into
+# $(VENV)/share/llama.cpp, where spanwatch train looks for them.
 $(TRAIN_STAMP): $(STAMP)
 	CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_BLAS=OFF -DLLAVA_BUILD=OFF" \
 	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PY) -m pip install --quiet -e '.[test,train]'
@@ -30,6 +31,7 @@ $(TRAIN_STAMP): $(STAMP)
 	rm -rf $(VENV)/share/llama.cpp; mkdir -p $(VENV)/share/llama.cpp; \
 	tar -xzf "$$src/llama_cpp_python-$$v.tar.gz" -C $(VENV)/share/llama.cpp --strip-components=3 \
 		"llama_cpp_python-$$v/vendor/llama.cpp/convert_hf_to_gguf.py" \
+		"llama_cpp_python-$$v/vendor/llama.cpp/convert_lora_to_gguf.py" \
 		"llama_cpp_python-$$v/vendor/llama.cpp/conversion" \
 		"llama_cpp_python-$$v/vendor/llama.cpp/gguf-py"; \
 	echo "llama.cpp converter of llama-cpp-python $$v in $(VENV)/share/llama.cpp"

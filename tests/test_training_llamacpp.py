@@ -227,3 +227,40 @@ def test_the_template_renders_like_the_model_s_own(peaked_model: Path) -> None:
         + fmt.generation_prompt
     )
     assert tokenizer.bos_token + ours == expected
+
+
+def test_the_adapter_is_what_llama_cpp_s_own_lora_converter_writes(
+    run: Path, peaked_model: Path, converter: Path, tmp_path: Path
+) -> None:
+    """adapter.gguf holds the tensors convert_lora_to_gguf.py makes of the PEFT adapter."""
+    import subprocess
+    import sys
+
+    import gguf
+
+    script = converter / "convert_lora_to_gguf.py"
+    assert script.is_file(), f"{script} missing: rerun make (rm .venv/.installed-train)"
+    reference = tmp_path / "reference.gguf"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            str(run / "adapter"),
+            "--base",
+            str(peaked_model),
+            "--outtype",
+            "f32",
+            "--outfile",
+            str(reference),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    theirs = {t.name: np.asarray(t.data) for t in gguf.GGUFReader(str(reference)).tensors}
+    ours = {t.name: np.asarray(t.data) for t in gguf.GGUFReader(str(run / "adapter.gguf")).tensors}
+    assert sorted(ours) == sorted(theirs) and len(ours) == 28
+    for name, data in ours.items():
+        assert data.shape == theirs[name].shape, name
+        assert np.array_equal(data, theirs[name]), name
