@@ -80,8 +80,11 @@ def test_reload_after_a_restart_shows_the_history(
     first.stop()
 
     second = make_daemon(**{"storage.data_dir": data})
+    # Published straight to the hub, inc-1 was held by no detector: at the restart it is
+    # closed (with a note) instead of staying open forever.
+    _publish(second, EventType.INCIDENT_OPENED, _scoped(replace(slow, id="inc-4"), "shop", "prod"))
     _open(page, second)
-    card = page.locator('#incidents [data-incident-id="inc-1"]')
+    card = page.locator('#incidents [data-incident-id="inc-4"]')
     card.wait_for()
     text = card.inner_text()
     assert "SEV1" in text and "latency_spike" in text
@@ -89,11 +92,14 @@ def test_reload_after_a_restart_shows_the_history(
     assert "detected 3 min ago" in text
     assert "event time" in (card.locator("time").first.get_attribute("title") or "")
     assert "shop / prod" in text
+    before = page.locator('#resolved [data-incident-id="inc-1"]')
+    assert "closed at start" in before.inner_text()
     resolved = page.locator('#resolved [data-incident-id="inc-2"]')
     assert "resolved" in resolved.inner_text()
+    assert "detected 3 h ago" in resolved.inner_text()
     assert page.locator("#incidents [data-incident-id]").count() == 1
     assert page.inner_text("#open-count") == "1"
-    assert page.inner_text("#resolved-count") == "1"
+    assert page.inner_text("#resolved-count") == "2"
     analysis = page.locator('[data-analysis-id="a1"]')
     assert analysis.locator(".analysis-text").inner_text() == "The orders database is slow."
     assert analysis.get_attribute("data-rated") == "good"
@@ -102,7 +108,7 @@ def test_reload_after_a_restart_shows_the_history(
     # Live messages still arrive after the history, without duplicating it.
     _publish(second, EventType.INCIDENT_OPENED, _now_incident(3, 5, severity=2))
     page.wait_for_selector('#incidents [data-incident-id="inc-3"]')
-    assert page.locator('[data-incident-id="inc-1"]').count() == 1
+    assert page.locator('[data-incident-id="inc-4"]').count() == 1
     _no_emoji(page)
     _shot(page, "page-history.png")
 

@@ -23,7 +23,7 @@ from spanwatch import __version__
 from spanwatch.analyze import AnalysisStage, Redactor
 from spanwatch.config import BearerToken, Config, ListenAddress, ssl_context
 from spanwatch.detect import Settings as DetectorSettings
-from spanwatch.model import rfc3339_ns
+from spanwatch.model import StorageUnavailable, rfc3339_ns
 from spanwatch.otlp import (
     GrpcReceiver,
     HttpReceiver,
@@ -163,6 +163,7 @@ class Daemon:
         cfg = self.config
         cfg.storage.data_dir.mkdir(parents=True, exist_ok=True)
         self.hub.attach(asyncio.get_running_loop())
+        await asyncio.to_thread(self._close_orphans)
         self.pipeline.start()
         await self.grpc.start()
         await self._start_http(cfg.receiver.http_listen)
@@ -291,6 +292,19 @@ class Daemon:
             return []
         found, _ = self.store.incidents(limit=500, status="open")
         return [i for i in found if i.get("id") in held]
+
+    def _close_orphans(self) -> None:
+        # Before the worker starts: nothing else reads the detector yet.
+        held = {i.id for i in self.detection.detector.open_incidents}
+        try:
+            closed = self.store.close_orphans(
+                held, "closed at start: the detector that held it open was not restored"
+            )
+        except StorageUnavailable as exc:
+            log.error("cannot close orphaned incidents", error=str(exc))
+            return
+        if closed:
+            log.info("closed incidents no detector holds open any more", incidents=closed)
 
     def _accepted_spans(self) -> float:
         return sum(

@@ -22,7 +22,7 @@ from typing import Any
 
 import structlog
 
-from spanwatch.model import Rating, RatingValue, StorageUnavailable, UnknownAnalysis
+from spanwatch.model import Rating, RatingValue, StorageUnavailable, UnknownAnalysis, rfc3339_ns
 
 Redact = Callable[[str], str]
 
@@ -402,6 +402,26 @@ class Store:
             out.append(incident)
         cursor = (rows[limit - 1][2], rows[limit - 1][3]) if len(rows) > limit else None
         return out, cursor
+
+    def close_orphans(self, held: set[str], note: str) -> int:
+        """Mark resolved the incidents open here that no detector holds any more (its state was
+        not restored), so they do not stay open forever; returns how many."""
+        self.flush()
+        now = time.time_ns()
+        with _translated("close orphaned incidents"), self._lock:
+            rows = self._db.execute(
+                "SELECT id, body FROM incidents WHERE status = 'open'"
+            ).fetchall()
+            orphans = [(i, json.loads(b)) for i, b in rows if i not in held]
+            stamp = rfc3339_ns(now)
+            for incident_id, body in orphans:
+                body.update(status="resolved", resolved_at=stamp, note=note)
+                self._db.execute(
+                    "UPDATE incidents SET status='resolved', resolved_at=?, body=?, updated_at=? "
+                    "WHERE id=?",
+                    (stamp, json.dumps(body), now / 1e9, incident_id),
+                )
+        return len(orphans)
 
     def incident_counts(self) -> dict[str, int]:
         """How many incidents the store holds, open and resolved."""
