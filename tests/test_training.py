@@ -189,8 +189,8 @@ def test_lora_trains_converts_and_helps(tiny_model: Path, export: Path, tmp_path
     check = on_disk["llama_cpp_check"]
     if check["engine"] is None:
         assert check["status"] == "skipped" and "not installed" in check["reason"]
-    else:
-        assert check["status"] == "error" and "converter" in check["reason"], check
+    else:  # "skipped" where the converter is not installed
+        assert check["status"] in ("error", "skipped") and "convert" in check["reason"], check
 
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
