@@ -408,6 +408,7 @@ def test_signature_is_hmac_of_timestamp_and_body() -> None:
         (5.732867, "ms", "5.7 ms"),
         (1234.5, "ms", "1.23 s"),
         (3.0, "spans", "3 spans"),
+        (1.0, "calls", "1 call"),
         (12.3456, "calls", "12.3 calls"),
         (250.7, "", "251"),
     ],

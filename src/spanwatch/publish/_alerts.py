@@ -82,6 +82,8 @@ def format_value(value: Any, unit: str = "") -> str:
             return f"{_sig(n / 1000, 3)} s"
         return f"{n:.0f} ms" if abs(n) >= 10 else f"{_sig(n, 2)} ms"
     text = f"{n:.0f}" if n.is_integer() or abs(n) >= 100 else _sig(n, 3)
+    if text == "1" and unit.endswith("s"):
+        unit = unit[:-1]  # 1 span, 1 call
     return f"{text} {unit}" if unit else text
 
 
