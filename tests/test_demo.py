@@ -154,3 +154,36 @@ def test_demo_stays_up_stops_on_ctrl_c_and_runs_again(tmp_path: Path) -> None:
     # The second run found incidents of its own, on top of the first run's history.
     assert counts[0] >= 1
     assert counts[1] > counts[0]
+
+
+@pytest.mark.parametrize(
+    ("flag", "what"),
+    [("--grpc-listen", "OTLP/gRPC"), ("--http-listen", "OTLP/HTTP"), ("--ws-listen", "WebSocket")],
+)
+def test_each_busy_port_is_one_line_naming_its_flag(tmp_path: Path, flag: str, what: str) -> None:
+    """spanwatchd with a taken port exits 1 with one line that names the flag, no traceback."""
+    ports = dict(zip(("--grpc-listen", "--http-listen", "--ws-listen"), _ports(), strict=True))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", ports[flag]))
+        busy.listen()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SPANWATCH_")}
+        done = subprocess.run(
+            [sys.executable, "-m", "spanwatch.daemon", "--no-llm", "--data-dir", str(tmp_path)]
+            + [arg for f, p in ports.items() for arg in (f, f"127.0.0.1:{p}")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+    assert done.returncode == 1
+    lines = [line for line in done.stderr.splitlines() if line.startswith("spanwatchd: ")]
+    assert lines == [
+        f"spanwatchd: cannot listen for {what} on 127.0.0.1:{ports[flag]} "
+        + (
+            "(address in use or not available)"
+            if what == "OTLP/gRPC"
+            else "(address already in use)"
+        )
+        + f": choose another with {flag}"
+    ]
+    assert "Traceback" not in done.stderr + done.stdout
