@@ -423,3 +423,33 @@ def test_evidence_sentence() -> None:
     evidence = {"metric": "p99_latency", "observed": 45.193075, "baseline": 5.732867, "unit": "ms"}
     assert describe_evidence(evidence) == "p99_latency 45 ms against a baseline of 5.7 ms"
     assert describe_evidence({}) == ""
+
+
+def test_an_alert_keeps_its_start_and_resolves_with_an_end_after_it() -> None:
+    """Updates keep the first startsAt; the resolution's endsAt is now, not before the start."""
+
+    async def run() -> None:
+        flaky = _Flaky(fail=0)
+        runner, url = await _serve(flaky.handle)
+        alerting = _alerting(url, CollectorRegistry())
+        alerting.start()
+        try:
+            for seq, kind in enumerate(
+                (EventType.INCIDENT_OPENED, EventType.INCIDENT_UPDATED, EventType.INCIDENT_RESOLVED)
+            ):
+                alerting(_message(kind, 1, seq=seq))
+                for _ in range(100):
+                    if len(flaky.calls) > seq:
+                        break
+                    await asyncio.sleep(0.02)
+            posted = [json.loads(body)[0] for _, body in flaky.calls]
+            assert len(posted) == 3
+            assert len({p["startsAt"] for p in posted}) == 1
+            assert posted[0]["endsAt"] > posted[0]["startsAt"]
+            assert posted[2]["endsAt"] < posted[1]["endsAt"]  # resolved: ends now
+            assert posted[2]["endsAt"] >= posted[2]["startsAt"]
+        finally:
+            await alerting.stop(flush_s=1)
+            await runner.cleanup()
+
+    asyncio.run(run())

@@ -501,6 +501,8 @@ class Alerting:
         now = time.time()
         previous = self._tracked.get(incident_id)
         alert = self._alert(incident, now, resolved)
+        if previous is not None and previous.alert["labels"] == alert["labels"]:
+            alert["startsAt"] = previous.alert["startsAt"]  # an alert starts once
         if previous is not None and previous.alert["labels"] != alert["labels"]:
             # New labels make a new alert in Alertmanager (the severity changed): end the old
             # one now instead of leaving it to expire.
