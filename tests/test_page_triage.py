@@ -244,3 +244,20 @@ def _no_emoji(page: Any) -> None:
     text = page.evaluate("document.body.innerText + document.title")
     odd = {c for c in text if ord(c) >= 0x1F000 or 0x2600 <= ord(c) <= 0x27BF}
     assert not odd, odd
+
+
+def test_older_resolved_incidents_page_in(daemon: RunningDaemon, page: Any) -> None:
+    """The page loads the 100 latest resolved incidents; the rest come a page at a time."""
+    for n in range(105):
+        inc = _now_incident(n, 3600 - n)
+        _publish(
+            daemon, EventType.INCIDENT_RESOLVED, replace(inc, resolved_at_ns=inc.detected_at_ns + 1)
+        )
+    daemon.daemon.store.flush()
+    _open(page, daemon)
+    page.wait_for_selector("#load-older:not([hidden])")
+    assert page.locator("#resolved [data-incident-id]").count() == 100
+    page.click("#load-older")
+    page.wait_for_selector("#load-older[hidden]", state="attached")
+    assert page.locator("#resolved [data-incident-id]").count() == 105
+    assert page.inner_text("#resolved-count") == "105"

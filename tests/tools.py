@@ -163,7 +163,7 @@ def alertmanager(tmp: Path) -> Iterator[tuple[Alertmanager, Recorder]]:
         receiver.close()
 
 
-def wait_for(predicate: Any, timeout: float = 15.0, what: str = "condition") -> Any:
+def wait_for(predicate: Any, timeout: float = 30.0, what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
