@@ -60,7 +60,7 @@ class Demo:
 
     def signal(self, signum: int) -> int:
         os.killpg(self.proc.pid, signum)  # what Ctrl-C does: the whole foreground group
-        return self.proc.wait(40)
+        return self.proc.wait(60)
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -117,6 +117,7 @@ def test_demo_fails_fast_with_the_daemons_reason(tmp_path: Path) -> None:
     assert "Traceback" not in demo.output()
 
 
+@pytest.mark.timeout(420)  # two demo runs, on a machine that may be busy
 def test_demo_stays_up_stops_on_ctrl_c_and_runs_again(tmp_path: Path) -> None:
     """After its simulation the daemon keeps serving the API; Ctrl-C (SIGINT to the group)
     stops everything and frees the ports; a second run on the same data finds incidents again."""
@@ -128,7 +129,7 @@ def test_demo_stays_up_stops_on_ctrl_c_and_runs_again(tmp_path: Path) -> None:
         demo = Demo(*args)
         try:
             demo.wait_for_line(f"live page: http://127.0.0.1:{ws}/", 60)
-            demo.wait_for_line("simulation finished; the daemon keeps running", 150)
+            demo.wait_for_line("simulation finished; the daemon keeps running", 180)
             time.sleep(1)
             assert demo.proc.poll() is None
             with urllib.request.urlopen(f"http://127.0.0.1:{http}/readyz") as resp:
@@ -145,7 +146,7 @@ def test_demo_stays_up_stops_on_ctrl_c_and_runs_again(tmp_path: Path) -> None:
             counts.append(len(_incidents(http)))
             began = time.monotonic()
             code = demo.signal(signum)
-            assert time.monotonic() - began < 30
+            assert time.monotonic() - began < 45
         finally:
             demo.close()
         assert code in (0, 2, -signal.SIGINT, -signal.SIGTERM), demo.output()
