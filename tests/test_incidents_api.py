@@ -182,5 +182,10 @@ def test_cli_lists_incidents(daemon: RunningDaemon) -> None:
     assert "ago" in lines[0]
     done = cli("--resolved", "--json")
     assert [i["id"] for i in json.loads(done.stdout)] == ["inc-1"]
+    done = cli("--namespace", "shop", "--environment", "prod")
+    assert [line.split()[-1] for line in done.stdout.splitlines() if line.startswith("SEV")] == [
+        "inc-6"
+    ]
+    assert "shop/prod" in done.stdout
     done = cli("--service", "nobody")
     assert done.stdout.strip() == "no incidents match"

@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     state.add_argument("--resolved", action="store_const", const="resolved", dest="status")
     inc_cmd.add_argument("--service", metavar="S", help="the incident's or its root cause's")
     inc_cmd.add_argument("--pattern", choices=[p.value for p in Pattern])
+    inc_cmd.add_argument("--namespace", metavar="NS", help="service.namespace")
+    inc_cmd.add_argument("--environment", metavar="ENV", help="deployment.environment.name")
     inc_cmd.add_argument(
         "--min-severity", type=int, choices=range(1, 6), metavar="N", help="2 keeps SEV1-2"
     )
@@ -238,7 +240,17 @@ def _run(args: argparse.Namespace) -> int:
         return ops.tail(args.ws, args.token, args.min_severity, args.once, args.follow)
     if args.command == "incidents":
         return ops.incidents(
-            api, args.status, args.service, args.pattern, args.min_severity, args.limit, args.json
+            api,
+            {
+                "status": args.status,
+                "service": args.service,
+                "pattern": args.pattern,
+                "namespace": args.namespace,
+                "environment": args.environment,
+                "min_severity": args.min_severity,
+            },
+            args.limit,
+            args.json,
         )
     if args.command == "demo":
         return demo(

@@ -21,24 +21,10 @@ TAIL_ATTEMPTS = 5
 # -- incidents -------------------------------------------------------------------------------
 
 
-def incidents(
-    api: Api,
-    status: str | None,
-    service: str | None,
-    pattern: str | None,
-    min_severity: int | None,
-    limit: int,
-    as_json: bool,
-) -> int:
+def incidents(api: Api, filters: dict[str, Any], limit: int, as_json: bool) -> int:
+    """The store's incidents, newest first; ``filters`` as GET /api/incidents takes them."""
     query: dict[str, Any] = {"limit": min(limit, 500)}
-    for key, value in (
-        ("status", status),
-        ("service", service),
-        ("pattern", pattern),
-        ("min_severity", min_severity),
-    ):
-        if value:
-            query[key] = value
+    query.update({k: v for k, v in filters.items() if v})
     found: list[dict[str, Any]] = []
     cursor = None
     while len(found) < limit:
