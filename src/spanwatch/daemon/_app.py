@@ -361,6 +361,8 @@ class Daemon:
                 "watermark": _rfc3339_or_none(self.pipeline.watermark_ns),
             },
             "detector": detector,
+            # traffic an operation needs before it can alert (detector.warmup_windows windows)
+            "warmup_s": self.config.detector.window * self.config.detector.warmup_windows,
             "alerts": {
                 "alertmanager": bool(self.config.alerts.alertmanager_url),
                 "webhook": bool(self.config.alerts.webhook_url),
