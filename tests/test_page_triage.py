@@ -219,6 +219,7 @@ def test_header_and_empty_state_tell_no_traffic_from_quiet_traffic(
     page.wait_for_function(
         "document.getElementById('empty-state').textContent.includes('No spans received yet')"
     )
+    assert f"OTLP/gRPC 127.0.0.1:{daemon.daemon.grpc_port}" in page.inner_text("#empty-state")
     _shot(page, "page-empty.png")
 
     from tests.otlp_client import grpc_export

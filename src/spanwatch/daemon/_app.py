@@ -367,6 +367,10 @@ class Daemon:
                 "alertmanager": bool(self.config.alerts.alertmanager_url),
                 "webhook": bool(self.config.alerts.webhook_url),
             },
+            "listen": {
+                "grpc": f"{self.config.receiver.grpc_listen.host}:{self.grpc_port}",
+                "http": f"{self.config.receiver.http_listen.host}:{self.http_port}",
+            },
             "subscribers": self.hub.subscriber_count,
             "analysis": self.config.analysis.enabled,
         }
