@@ -72,7 +72,10 @@ def incident_facts(incident: dict[str, Any], redactor: Redactor, number: int, to
         f"## Incident {number} of {total}: SEV{int(incident.get('severity', 5))} "
         f"{c(incident.get('pattern', ''))} ({incident.get('status', 'open')})",
         FENCE_OPEN,
-        f"observed at: {c(incident.get('service', ''))} · {c(incident.get('operation', ''))}",
+        f"observed at: {c(incident.get('service', ''))} · {c(incident.get('operation', ''))}"
+        + "".join(
+            f" · {name} {c(value)}" for name, value in (incident.get("resource") or {}).items()
+        ),
         f"root cause (detector's estimate): {c(root.get('service', ''))} · "
         f"{c(root.get('operation', ''))}",
         f"evidence: {c(ev.get('metric', ''))} observed {c(ev.get('observed', ''))} "

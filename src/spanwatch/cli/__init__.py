@@ -12,12 +12,13 @@ from pathlib import Path
 from spanwatch import __version__
 from spanwatch.config import ConfigError, load
 from spanwatch.model import Pattern
+from spanwatch.sim import TOPOLOGIES
 from spanwatch.store import FORMATS
 
 from . import _ops as ops
 from . import _training as training
 from ._demo import demo
-from ._eval import evaluate
+from ._eval import CONDITIONS, evaluate
 from ._simulate import SCENARIOS, simulate
 from ._training import DEFAULT_API, DEFAULT_WS, Api, CliError
 
@@ -213,6 +214,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=2.0,
         help="simulated healthy hours per seed (default 2)",
     )
+    ev.add_argument(
+        "--topology",
+        default="shop",
+        help=f"simulated system(s): {', '.join(TOPOLOGIES)}, or all (default shop)",
+    )
+    ev.add_argument(
+        "--condition",
+        default="clean",
+        help=f"fleet trouble applied to every run: {', '.join(CONDITIONS)}, or all",
+    )
     ev.add_argument("--json", action="store_true", help="print the scores as JSON")
     return parser
 
@@ -285,12 +296,36 @@ def _run(args: argparse.Namespace) -> int:
             args.target, args.speed, args.scenario, duration, args.seed, args.rate, args.token
         )
     elif args.command == "eval":
-        patterns = [Pattern(p) for p in args.patterns.split(",") if p] or None
-        report = evaluate(range(args.seeds), patterns, args.healthy_hours * 3600)
-        if args.json:
-            print(json.dumps({"patterns": report.rows(), "totals": report.totals()}, indent=2))
-        else:
-            print(report.table())
+        patterns = [p for p in args.patterns.split(",") if p] or None
+        topologies = list(TOPOLOGIES) if args.topology == "all" else args.topology.split(",")
+        conditions = CONDITIONS if args.condition == "all" else args.condition.split(",")
+        unknown = [c for c in conditions if c not in CONDITIONS]
+        if unknown:
+            build_parser().error(
+                f"--condition: unknown {', '.join(unknown)}; one of {', '.join(CONDITIONS)}"
+            )
+        for topology, condition in [(t, c) for t in topologies for c in conditions]:
+            report = evaluate(
+                range(args.seeds),
+                patterns,
+                args.healthy_hours * 3600,
+                condition=condition,
+                topology=topology,
+            )
+            if args.json:
+                print(
+                    json.dumps(
+                        {
+                            "topology": topology,
+                            "condition": condition,
+                            "patterns": report.rows(),
+                            "totals": report.totals(),
+                        },
+                        indent=2,
+                    )
+                )
+            else:
+                print(report.table(), end="\n\n")
     return 0
 
 

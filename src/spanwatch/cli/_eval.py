@@ -9,17 +9,34 @@ fault's start and two minutes after its end and names the fault's root cause or 
 - precision: matching incidents / all incidents opened in fault runs
 - root cause / pattern: of the first matching incident (a dependency is named by itself)
 - false alarms: incidents in healthy runs (a whole compressed day of load, a no-op deploy)
+- spans lost: spans the detector never judged (late beyond its bounds, or still held), as a
+  share of those sent
+
+Each *condition* is a real-fleet trouble applied to every run, fault and healthy alike (the
+detector's defaults are the same in all of them):
+
+- ``clean``: the simulation as it is
+- ``span_a_year_ahead`` / ``span_minutes_ahead``: every five minutes one span, alone in its
+  request from a source of its own (a browser, a host with a broken clock), stamped a year /
+  five minutes ahead
+- ``host_clock_behind``: every span of one service (the fault's, else ``checkout``) stamped
+  five minutes behind, as from a host whose clock is wrong
+- ``collector_lag``: the same service's spans arrive a minute late, through a slow collector
+- ``replayed_twice``: the whole run fed twice into one detector (a second `make demo`, a
+  replay after a restart); only the second pass is scored
+- ``two_environments``: a healthy staging copy of the fleet (same service names, its own
+  traffic) alongside prod, where the fault is; an incident in staging is a false one
 """
 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
 
 from spanwatch.detect import Detector, Settings
-from spanwatch.model import Pattern
-from spanwatch.sim import NS, Fault, Label, Simulator
+from spanwatch.model import Pattern, Span, SpanBatch, make_scope, make_source
+from spanwatch.sim import NS, TOPOLOGIES, Fault, Label, Simulator
 
 WARMUP_S = 900.0
 FAULT_S = 300.0
@@ -64,6 +81,51 @@ TARGETS: dict[Pattern, list[tuple[str, str, float]]] = {
         ("recommend", "/Recommend/List", 3.0),
     ],
 }
+# Network or ingress trouble in front of a callee: its callers' calls slow by this many ms
+# each way while its own spans stay normal; the callee is the root cause.
+TARGETS_NETWORK = [
+    ("inventory", "/Inventory/Reserve", 60.0),
+    ("payments", "POST /v1/charges", 120.0),
+]
+
+# The other topologies (sim.TOPOLOGIES), each with targets of its own: none of them is what
+# the detector was developed against. A pattern without targets is not run on it.
+TOPOLOGY_TARGETS: dict[str, dict[str, list[tuple[str, str, float]]]] = {
+    "shop": {**{p.value: t for p, t in TARGETS.items()}, "network_delay": TARGETS_NETWORK},
+    "chain": {
+        "error_burst": [
+            ("tax", "/Tax/Compute", 0.4),
+            ("ledger", "POST /entries", 0.3),
+            ("search", "POST /reindex", 0.9),  # about one request a window
+        ],
+        "latency_spike": [
+            ("pricing", "POST /price", 6.0),
+            ("ledger", "POST /entries", 8.0),
+            ("search", "POST /reindex", 5.0),
+        ],
+        "traffic_drop": [("edge", "GET /v2/quote", 0.9)],
+        "cascading_failure": [("ledger", "POST /entries", 0.6), ("tax", "/Tax/Compute", 0.6)],
+        "slow_dependency": [("ledger-db", "", 8.0), ("tax.example.net", "", 10.0)],
+        "new_error": [("orders", "/Orders/Price", 0.03), ("ledger", "POST /entries", 0.05)],
+        "retry_storm": [("tax", "/Tax/Compute", 5.0)],
+        "latency_drift": [("orders", "/Orders/Price", 3.0)],
+        "network_delay": [("ledger", "POST /entries", 60.0), ("tax", "/Tax/Compute", 80.0)],
+    },
+    "fanout": {
+        "error_burst": [("ingest", "/Ingest/Accept", 0.4), ("geo", "GET /lookup", 0.5)],
+        "latency_spike": [
+            ("indexer", "events-topic process", 6.0),
+            ("geo", "GET /lookup", 10.0),
+        ],
+        "traffic_drop": [("collector-api", "POST /v1/events", 0.9)],
+        "slow_dependency": [("raw-store", "", 8.0), ("geo-cache", "", 20.0)],
+        "new_error": [("notifier", "events-topic process", 0.03)],
+        "retry_storm": [("geo", "GET /lookup", 5.0)],
+        "latency_drift": [("indexer", "events-topic process", 3.0)],
+        "network_delay": [("geo", "GET /lookup", 40.0), ("ingest", "/Ingest/Accept", 50.0)],
+    },
+}
+FAULT_KINDS = [*(p.value for p in Pattern), "network_delay"]
 DURATIONS = {Pattern.LATENCY_DRIFT: 600.0}
 
 
@@ -72,6 +134,100 @@ class Opened:
     pattern: str
     root: tuple[str, str]
     detected_ns: int
+    environment: str = ""
+
+
+PROD, STAGING = make_scope(["shop", "prod"]), make_scope(["shop", "staging"])
+YEAR_NS = 365 * 86_400 * NS
+
+
+@dataclass
+class Run:
+    """One run's traffic under a condition: the batches, in the order they arrive."""
+
+    batches: Iterator[SpanBatch]
+    passes: int = 1  # the detector sees the traffic this many times; the last is scored
+    environment: str = ""  # incidents elsewhere are false
+
+
+def _shift(span: Span, ns: int) -> Span:
+    return replace(span, start_ns=span.start_ns + ns, end_ns=span.end_ns + ns)
+
+
+def _lone_spans(sim: Simulator, seconds: float, skew_ns: int) -> Iterator[SpanBatch]:
+    for tick, batch in enumerate(sim.batches(seconds)):
+        if tick % 300 == 150 and len(batch):
+            lone = _shift(batch.row(0), skew_ns)
+            source = make_source(lone.service, lone.scope, f"browser-{tick}")
+            yield SpanBatch.from_spans([replace(lone, span_id=b"\xee" * 8, source=source)])
+        yield batch
+
+
+def _per_service(
+    batches: Iterator[SpanBatch], service: str, change: Callable[[list[Span]], list[Span]]
+) -> Iterator[SpanBatch]:
+    for batch in batches:
+        rows = batch.rows()
+        yield SpanBatch.from_spans(
+            [s for s in rows if s.service != service]
+            + change([s for s in rows if s.service == service])
+        )
+
+
+def _lagging(batches: Iterator[SpanBatch], service: str, ticks: int) -> Iterator[SpanBatch]:
+    delayed: list[list[Span]] = []
+
+    def change(spans: list[Span]) -> list[Span]:
+        delayed.append(spans)
+        return delayed.pop(0) if len(delayed) > ticks else []
+
+    return _per_service(batches, service, change)
+
+
+def _condition(name: str, make_sim: Callable[[str], Simulator], seed: int, seconds: float) -> Run:
+    """One run's traffic under the named condition; ``make_sim(scope)`` makes its simulation."""
+    if name == "two_environments":
+        prod, staging = make_sim(PROD), make_sim(STAGING)
+        staging.faults = ()
+        staging.rng.seed(5000 + seed)
+        return Run(
+            (
+                SpanBatch.from_spans(a.rows() + b.rows())
+                for a, b in zip(prod.batches(seconds), staging.batches(seconds), strict=True)
+            ),
+            environment="prod",
+        )
+    sim = make_sim("")
+    label = sim.labels[0] if sim.labels else None
+    target = label.root_cause.service if label else ""
+    service = target if target in sim.topology.services else "checkout"
+    if name == "clean":
+        return Run(sim.batches(seconds))
+    if name == "span_a_year_ahead":
+        return Run(_lone_spans(sim, seconds, YEAR_NS))
+    if name == "span_minutes_ahead":
+        return Run(_lone_spans(sim, seconds, 300 * NS))
+    if name == "host_clock_behind":
+        shift = -300 * NS
+        return Run(
+            _per_service(sim.batches(seconds), service, lambda ss: [_shift(s, shift) for s in ss])
+        )
+    if name == "collector_lag":
+        return Run(_lagging(sim.batches(seconds), service, 60))
+    if name == "replayed_twice":
+        return Run(sim.batches(seconds), passes=2)
+    raise ValueError(f"unknown condition {name!r}; one of {', '.join(CONDITIONS)}")
+
+
+CONDITIONS = (
+    "clean",
+    "span_a_year_ahead",
+    "span_minutes_ahead",
+    "host_clock_behind",
+    "collector_lag",
+    "replayed_twice",
+    "two_environments",
+)
 
 
 @dataclass
@@ -87,16 +243,20 @@ class PatternScore:
 
 @dataclass
 class Report:
-    patterns: dict[Pattern, PatternScore]
+    patterns: dict[str, PatternScore]  # by fault kind: a pattern, or network_delay
     healthy_hours: float
     false_alarms: int
+    condition: str = "clean"
+    topology: str = "shop"
+    lost_spans: int = 0
+    sent_spans: int = 0
 
     def rows(self) -> list[dict[str, object]]:
         out: list[dict[str, object]] = []
         for pattern, sc in self.patterns.items():
             out.append(
                 {
-                    "pattern": pattern.value,
+                    "pattern": str(pattern),
                     "runs": sc.runs,
                     "recall": sc.detected / sc.runs if sc.runs else 0.0,
                     "median_delay_s": statistics.median(sc.delays_s) if sc.delays_s else None,
@@ -122,10 +282,12 @@ class Report:
             "false_alarms_per_healthy_hour": (
                 self.false_alarms / self.healthy_hours if self.healthy_hours else 0.0
             ),
+            "spans_lost": self.lost_spans / self.sent_spans if self.sent_spans else 0.0,
         }
 
     def table(self) -> str:
         lines = [
+            f"topology: {self.topology}, condition: {self.condition}",
             f"{'pattern':18s} {'runs':>4s} {'recall':>6s} {'delay s':>7s} {'precision':>9s} "
             f"{'root ok':>7s} {'pattern ok':>10s}",
         ]
@@ -146,20 +308,34 @@ class Report:
             f"healthy: {self.healthy_hours:.1f} simulated hours, {self.false_alarms} "
             f"incidents, {t['false_alarms_per_healthy_hour']:.2f} per hour"
         )
+        lines.append(f"spans lost: {self.lost_spans} of {self.sent_spans} ({t['spans_lost']:.4%})")
         return "\n".join(lines)
 
 
 def run_detector(sim: Simulator, seconds: float, settings: Settings | None = None) -> list[Opened]:
     """Incidents a fresh detector opens on the simulated traffic, as last updated."""
+    return replay(Run(sim.batches(seconds)), settings)[0]
+
+
+def replay(run: Run, settings: Settings | None = None) -> tuple[list[Opened], int, int]:
+    """(incidents opened in the run's last pass, as last updated; spans lost; spans sent)."""
     detector = Detector(settings)
+    batches = list(run.batches) if run.passes > 1 else run.batches
     incidents: dict[str, Opened] = {}
-    for batch in sim.batches(seconds):
-        for event in detector.process(batch):
-            if event.type in ("incident.opened", "incident.updated"):
-                inc = event.fields["incident"]
-                root = (inc["root_cause"]["service"], inc["root_cause"]["operation"])
-                incidents[inc["id"]] = Opened(inc["pattern"], root, _parse_ns(inc["detected_at"]))
-    return list(incidents.values())
+    sent = 0
+    for _ in range(run.passes):
+        incidents.clear()
+        for batch in batches:
+            sent += len(batch)
+            for event in detector.process(batch):
+                if event.type in ("incident.opened", "incident.updated"):
+                    inc = event.fields["incident"]
+                    root = (inc["root_cause"]["service"], inc["root_cause"]["operation"])
+                    incidents[inc["id"]] = Opened(
+                        inc["pattern"], root, _parse_ns(inc["detected_at"]), inc["environment"]
+                    )
+    lost = detector.late_spans + detector.clock.held_spans
+    return list(incidents.values()), lost, sent
 
 
 def _parse_ns(stamp: str) -> int:
@@ -183,24 +359,49 @@ def _root_ok(opened: Opened, label: Label) -> bool:
 
 def evaluate(
     seeds: Iterable[int],
-    patterns: Iterable[Pattern] | None = None,
+    patterns: Iterable[Pattern | str] | None = None,
     healthy_seconds: float = 7200.0,
     rate: float = 20.0,
+    condition: str = "clean",
+    topology: str = "shop",
 ) -> Report:
+    if condition not in CONDITIONS:
+        raise ValueError(f"unknown condition {condition!r}; one of {', '.join(CONDITIONS)}")
+    if topology not in TOPOLOGIES:
+        raise ValueError(f"unknown topology {topology!r}; one of {', '.join(TOPOLOGIES)}")
+    make_topology = TOPOLOGIES[topology]
+    targets = TOPOLOGY_TARGETS[topology]
     seeds = list(seeds)
-    scores: dict[Pattern, PatternScore] = {}
-    for pattern in patterns or list(Pattern):
-        score = scores[pattern] = PatternScore()
+    kinds = [str(p) for p in patterns] if patterns else [k for k in FAULT_KINDS if k in targets]
+    scores: dict[str, PatternScore] = {}
+    lost = sent = 0
+    for kind in kinds:
+        if kind not in targets:
+            continue
+        score = scores[kind] = PatternScore()
+        pattern = Pattern.LATENCY_SPIKE if kind == "network_delay" else Pattern(kind)
+        where = "network" if kind == "network_delay" else ""
         for seed in seeds:
-            service, operation, magnitude = TARGETS[pattern][seed % len(TARGETS[pattern])]
+            service, operation, magnitude = targets[kind][seed % len(targets[kind])]
             duration = DURATIONS.get(pattern, FAULT_S)
-            fault = Fault(pattern, service, operation, WARMUP_S, duration, magnitude)
-            sim = Simulator(seed=seed, rate=rate, faults=(fault,))
-            (label,) = sim.labels
-            opened = run_detector(sim, WARMUP_S + duration + 300)
+            fault = Fault(pattern, service, operation, WARMUP_S, duration, magnitude, where)
+
+            def make_sim(scope: str, seed: int = seed, fault: Fault = fault) -> Simulator:
+                return Simulator(
+                    make_topology(), seed=seed, rate=rate, faults=(fault,), scope=scope
+                )
+
+            (label,) = make_sim("").labels
+            run = _condition(condition, make_sim, seed, WARMUP_S + duration + 300)
+            opened, run_lost, run_sent = replay(run)
+            lost, sent = lost + run_lost, sent + run_sent
             score.runs += 1
             score.incidents += len(opened)
-            matching = [o for o in opened if _matches(o, label)]
+            matching = [
+                o
+                for o in opened
+                if _matches(o, label) and (not run.environment or o.environment == run.environment)
+            ]
             score.matched += len(matching)
             if matching:
                 first = min(matching, key=lambda o: o.detected_ns)
@@ -210,6 +411,16 @@ def evaluate(
                 score.pattern_ok += first.pattern == label.pattern.value
     false_alarms = 0
     for seed in seeds:
-        sim = Simulator(seed=1000 + seed, rate=rate, day_s=healthy_seconds)
-        false_alarms += len(run_detector(sim, healthy_seconds))
-    return Report(scores, len(seeds) * healthy_seconds / 3600, false_alarms)
+
+        def healthy(scope: str, seed: int = seed) -> Simulator:
+            return Simulator(
+                make_topology(), seed=1000 + seed, rate=rate, day_s=healthy_seconds, scope=scope
+            )
+
+        opened, run_lost, run_sent = replay(_condition(condition, healthy, seed, healthy_seconds))
+        false_alarms += len(opened)
+        lost, sent = lost + run_lost, sent + run_sent
+    report = Report(scores, len(seeds) * healthy_seconds / 3600, false_alarms)
+    report.condition, report.lost_spans, report.sent_spans = condition, lost, sent
+    report.topology = topology
+    return report

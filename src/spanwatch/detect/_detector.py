@@ -47,6 +47,7 @@ from ._stats import Finding, KeyStats, WindowAcc, chernoff_upper
 # Plain ints and a plain tuple constructor for the per-span loop (enum comparisons and
 # NamedTuple's Python-level __new__ cost more than the rest of a span's work).
 _CLIENT_KINDS = frozenset((int(SpanKind.CLIENT), int(SpanKind.PRODUCER)))
+_CLIENT, _SERVER = int(SpanKind.CLIENT), int(SpanKind.SERVER)
 _ERROR = int(StatusCode.ERROR)
 _NO_DEPENDENCY = ("", "")
 _DEPLOY_HORIZON_NS = 30 * 60 * 1_000_000_000  # deploys this long before an incident matter
@@ -104,6 +105,9 @@ class _Group:
     is_dependency: bool
     findings: list[tuple[Key, Finding]] = field(default_factory=list)
     cascading: bool = False
+    # the calls into the root were slow or failed while its own spans were not: the trouble
+    # is in front of it (network, ingress, a proxy), on the edge from its callers
+    edge: bool = False
     dependency_ops: Counter[str] = field(default_factory=Counter)
     trace_ids: list[bytes] = field(default_factory=list)
     example_span: bytes = b""
@@ -135,7 +139,8 @@ class Detector:
         # (service, scope) -> error signatures known for it
         self._known_errors: dict[tuple[str, str], set[str]] = defaultdict(set)
         # (service, scope, signature) -> window it first appeared in
-        self._new_errors: dict[tuple[str, str, str], int] = {}
+        # (first window, occurrences since, the rate it may have had unseen)
+        self._new_errors: dict[tuple[str, str, str], tuple[int, int, float]] = {}
         self._retry_ewma: dict[Key, float] = {}
         self._windows_closed = 0
         self._open: dict[Operation, _Open] = {}
@@ -544,17 +549,34 @@ class Detector:
             if learning:
                 known.add(signature)
                 continue
-            first = self._new_errors.setdefault((key.service, key.scope, signature), window)
+            ident = (key.service, key.scope, signature)
+            entry = self._new_errors.get(ident)
+            if entry is None:
+                # The rate it may have had unseen: half a span in the key's recent exposure,
+                # which held none of it (the decayed span count the error rate is learned on).
+                exposure = stats.err_n if stats is not None else 0.0
+                entry = (window, 0, max(self.settings.min_new_error_rate, 0.5 / (exposure + 1)))
+                if len(self._new_errors) >= 4 * self.settings.max_keys:  # bounded
+                    del self._new_errors[next(iter(self._new_errors))]
+            first, total, prior = entry
+            total += count
+            self._new_errors[ident] = (first, total, prior)
+            spans = max(acc.count, round((window - first + 1) * (stats.count_ewma if stats else 0)))
             if window - first >= self.settings.new_error_windows:
                 known.add(signature)  # it has been around long enough to be ordinary
-                del self._new_errors[(key.service, key.scope, signature)]
+                del self._new_errors[ident]
             elif (
                 count >= 3
                 and chernoff_upper(
                     count, acc.count, max(self.settings.min_error_rate, baseline_rate)
                 )
                 < self.settings.p_value
+            ) or (
+                # evidence accumulated since it first appeared: a few percent of one
+                # operation's requests, or fewer, shows within minutes
+                total >= 3 and chernoff_upper(total, spans, prior) < self.settings.p_value
             ):
+                count = max(count, total)
                 out.append(
                     Finding(
                         "new_error",
@@ -644,7 +666,9 @@ class Detector:
         for key, found in findings.items():
             acc = accs.get(key)
             for finding in found:
-                root, is_dep, cascading, examples = self._root_cause(key, finding, acc, dropping)
+                root, is_dep, cascading, edge, examples = self._root_cause(
+                    key, finding, acc, dropping
+                )
                 dependency_op = ""
                 if is_dep:  # one incident per dependency, whatever operations were slow
                     root, dependency_op = Operation(root.service, "", root.scope), root.operation
@@ -655,6 +679,7 @@ class Detector:
                     group.dependency_ops[dependency_op] += 1
                 group.findings.append((key, finding))
                 group.cascading |= cascading
+                group.edge |= edge
                 for trace_id, span_id in examples:
                     if len(group.trace_ids) < 5 and trace_id not in group.trace_ids:
                         group.trace_ids.append(trace_id)
@@ -663,8 +688,9 @@ class Detector:
 
     def _root_cause(
         self, key: Key, finding: Finding, acc: WindowAcc | None, dropping: set[Key]
-    ) -> tuple[Operation, bool, bool, list[tuple[bytes, bytes]]]:
-        """(root, root is a dependency, errors cascaded through callers, example spans)."""
+    ) -> tuple[Operation, bool, bool, bool, list[tuple[bytes, bytes]]]:
+        """(root, root is a dependency, errors cascaded through callers, the trouble is on the
+        edge in front of the root, example spans)."""
         if finding.family == "traffic":
             top = key
             seen = {key}
@@ -674,9 +700,9 @@ class Detector:
                     break
                 top = min(up)
                 seen.add(top)
-            return Operation(top.service, top.operation, top.scope), False, False, []
+            return Operation(top.service, top.operation, top.scope), False, False, False, []
         if acc is None:
-            return Operation(key.service, key.operation, key.scope), False, False, []
+            return Operation(key.service, key.operation, key.scope), False, False, False, []
         if finding.family == "latency":
             examples = [(t, sp) for _, t, sp in acc.slowest]
             step = self._slow_child
@@ -684,7 +710,7 @@ class Detector:
             examples = acc.example_ids(errors=True)
             step = self._failing_child
         votes: Counter[tuple[Operation, bool]] = Counter()
-        cascades = 0
+        cascades = edges = 0
         for trace_id, span_id in examples[:20]:
             spans = _spans(self._traces.get(trace_id))
             if not spans:
@@ -698,7 +724,19 @@ class Detector:
                 continue
             while (child := step(span, children.get(span.span_id, []))) is not None:
                 span = child
-            if (
+            callee = (
+                next((c for c in children.get(span.span_id, ()) if c.key.kind == _SERVER), None)
+                if span.key.kind == _CLIENT
+                else None
+            )
+            if callee is not None:
+                # The call was slow (or failed) and the callee's own span explains none of it:
+                # the time went in front of the callee (network, ingress). It is the callee's.
+                votes[
+                    (Operation(callee.key.service, callee.key.operation, callee.key.scope), False)
+                ] += 1
+                edges += 1
+            elif (
                 span.key.kind in _CLIENT_KINDS
                 and span.dependency[0]
                 and not children.get(span.span_id)
@@ -716,9 +754,16 @@ class Detector:
                     node = by_id.get(node.parent)
                 cascades += len(services) >= 3
         if not votes:
-            return Operation(key.service, key.operation, key.scope), False, False, examples[:5]
+            return (
+                Operation(key.service, key.operation, key.scope),
+                False,
+                False,
+                False,
+                examples[:5],
+            )
         (root, is_dep), _ = votes.most_common(1)[0]
-        return root, is_dep, cascades * 2 > sum(votes.values()), examples[:5]
+        total = sum(votes.values())
+        return root, is_dep, cascades * 2 > total, edges * 2 > total, examples[:5]
 
     @staticmethod
     def _failing_child(span: _Span, children: list[_Span]) -> _Span | None:
@@ -793,9 +838,18 @@ class Detector:
             keys = {k for k, _ in group.findings}
             current = self._open.get(root)
             same_root = current is not None
-            if current is None:  # a symptom in a caller of an open incident joins it
+            if current is None:
+                # A symptom joins an open incident only while that incident's root is anomalous
+                # now (this window or the last), and only when it is the root's own key or a
+                # caller of it; so one incident that never resolves cannot absorb later faults.
                 current = next(
-                    (o for o in self._open.values() if keys & (o.keys | self._ancestors(o.keys))),
+                    (
+                        o
+                        for o in self._open.values()
+                        if o.last_window >= window - 1
+                        and len(o.incident.services) < self.settings.max_incident_services
+                        and keys & (o.keys | self._ancestors(o.keys))
+                    ),
                     None,
                 )
             services = {k.service for k in keys} | (
@@ -834,7 +888,7 @@ class Detector:
                         round(finding.baseline, 6),
                         finding.unit,
                     ),
-                    summary=_summary(pattern, root_op, finding),
+                    summary=_summary(pattern, root_op, finding, group.edge),
                     trace_ids=tuple(group.trace_ids),
                     example_span_id=group.example_span,
                     services=tuple(sorted(services)),
@@ -851,10 +905,13 @@ class Detector:
                 self._open[root] = _Open(incident, keys, window)
                 events.append(Event.incident(EventType.INCIDENT_OPENED, incident))
                 continue
-            current.last_window = window
-            current.keys |= keys
+            if same_root:  # only evidence about its own root keeps an incident open
+                current.last_window = window
+                current.keys |= keys
             old = current.incident
             merged = tuple(sorted(set(old.services) | services))
+            if len(merged) > self.settings.max_incident_services:
+                merged = old.services
             # Only evidence about the incident's own root cause refines its pattern.
             refined = same_root and _SPECIFICITY[pattern] < _SPECIFICITY[old.pattern]
             if severity < old.severity or merged != old.services or refined:
@@ -877,7 +934,10 @@ class Detector:
                 )
                 events.append(Event.incident(EventType.INCIDENT_UPDATED, current.incident))
         for root, current in list(self._open.items()):
-            if window - current.last_window >= self.settings.quiet_windows:
+            quiet = self.settings.quiet_windows
+            if current.incident.pattern is Pattern.LATENCY_DRIFT:  # a creep shows on and off
+                quiet = max(quiet, self.settings.drift_quiet_windows)
+            if window - current.last_window >= quiet:
                 resolved = replace(
                     current.incident, resolved_at_ns=(current.last_window + 1) * self._w
                 )
@@ -959,8 +1019,12 @@ def _lead_finding(
     return max(matching or group.findings, key=lambda kf: (kf[1].magnitude, kf[1].affected))
 
 
-def _summary(pattern: Pattern, root: Operation, finding: Finding) -> str:
+def _summary(pattern: Pattern, root: Operation, finding: Finding, edge: bool = False) -> str:
     where = f"{root.service} {root.operation}".strip()
+    if edge:  # its callers saw it, its own spans did not
+        where = (
+            f"the calls into {where} (network or ingress in front of it; its own spans are normal)"
+        )
     if finding.family == "errors":
         return (
             f"{pattern.value.replace('_', ' ')} at {where}: error rate "

@@ -28,16 +28,34 @@ class Settings:
     warmup_windows: int = 12  # windows of traffic a key needs before it can alert
     learn_windows: int = 30  # windows during which every error signature is learned as known
     new_error_windows: int = 60  # how long a new signature stays "new"
+    # the least rate a never-seen signature is assumed to have had (its prior is half a span
+    # of the key's recent exposure): one in ten thousand spans
+    min_new_error_rate: float = 1e-4
     quiet_windows: int = 6  # windows without the anomaly before an incident resolves
+    # a drift shows on and off as it creeps: its incident waits as long as its evidence spans
+    # (the drift test reads 18 windows) before resolving, so one creep is one incident
+    drift_quiet_windows: int = 18
+    # services one incident may name; a symptom past it opens its own (or joins none)
+    max_incident_services: int = 12
     max_keys: int = 50_000  # tracked (service, operation, kind) keys; LRU past it
     max_traces: int = 20_000  # recent traces kept for trace-level analysis
     max_spans_per_trace: int = 512
     p_value: float = 1e-6  # how unlikely under the baseline a finding must be
     min_errors: int = 4
     min_error_rate: float = 0.005  # floor of the baseline error rate
+    # a window's error rate must reach both this share and this many times the baseline
+    min_error_share: float = 0.05
+    error_factor: float = 4.0
     min_slow: int = 3  # slow spans needed for a latency finding
     min_latency_samples: int = 100  # baseline samples before latency is judged
-    min_expected_count: float = 3.0  # spans per window expected before drops are judged
+    # Evidence accumulates over up to this many consecutive suspicious windows (each above the
+    # error share, or with a fifth of its spans slow), so a key at one or two spans a window
+    # can still alert, within a minute or two, at the same significance.
+    run_windows: int = 12
+    # spans per window expected before drops are judged: a run of quiet windows accumulates,
+    # so one expected span a window is enough (about 14 silent windows at p_value, more for a
+    # bursty key, whose counts are judged in units of its dispersion)
+    min_expected_count: float = 1.0
     drop_ratio: float = 0.3  # observed/expected at or below which traffic has dropped
     rate_alpha: float = 0.1  # EWMA weight of a window in rate baselines
     fast_epoch_windows: int = 60  # latency baseline epoch (two epochs are kept)

@@ -36,6 +36,7 @@ _COUNTS = "I" if array("I").itemsize >= 4 else "L"
 _KEY_SCALE = (1.0 / math.log(_MAPPING.gamma)) * math.log(2)
 _CHUNK = 8  # buckets a sketch grows by
 _NO_STREAK = (0.0, 0.0)
+_NO_RUN = (0, 0, 0)
 # a window's sampled span: span id, duration (ns, unsigned), trace id
 _RECORD = struct.Struct(">8sQ16s")
 
@@ -304,18 +305,28 @@ class KeyStats:
     __slots__ = (
         "_quantiles",
         "count_ewma",
+        "count_var",
         "drift_ring",
         "err_k",
         "err_n",
+        "error_run",
         "fast",
         "low_streak",
         "slow",
+        "slow_run",
         "windows",
     )
 
     def __init__(self, fast_epoch: int, slow_epoch: int) -> None:
         self.windows = 0  # windows with traffic seen (warm-up)
         self.count_ewma = 0.0
+        # spans per window vary more than a Poisson count when calls come in bursts: this
+        # EWMA of the squared deviation gives the key's own dispersion (variance / mean)
+        self.count_var = 0.0
+        # evidence accumulated over consecutive suspicious windows that none alone could show
+        # (a key at one or two spans a window): (errors, spans, windows), (slow, spans, windows)
+        self.error_run: tuple[int, int, int] = _NO_RUN
+        self.slow_run: tuple[int, int, int] = _NO_RUN
         self.err_k = 0.0
         self.err_n = 0.0
         self.fast = Sketches(fast_epoch)
@@ -330,6 +341,15 @@ class KeyStats:
         if self._quantiles is None:
             self._quantiles = (self.fast.quantile(0.5), self.fast.quantile(0.99))
         return self._quantiles
+
+    def dispersion(self, settings: Settings) -> float:
+        """Variance over mean of the key's spans per window; 1 (Poisson) at the least. The
+        variance's average starts at 0, so its first windows are scaled up by what it has yet
+        to weigh (as Adam's moment estimates are)."""
+        if self.count_ewma <= 0 or self.windows < 2:
+            return 1.0
+        weighed = 1 - (1 - settings.rate_alpha / 4) ** (self.windows - 1)
+        return max(1.0, self.count_var / weighed / self.count_ewma)
 
     def error_rate(self) -> float:
         return self.err_k / self.err_n if self.err_n else 0.0
@@ -347,7 +367,12 @@ class KeyStats:
                 obs, exp = self.low_streak
                 obs, exp = obs + n, exp + expected
                 self.low_streak = (obs, exp)
-                if obs <= settings.drop_ratio * exp and poisson_lower(obs, exp) < settings.p_value:
+                # quasi-Poisson: counts in units of the key's own dispersion (bursts of calls)
+                phi = self.dispersion(settings)
+                if (
+                    obs <= settings.drop_ratio * exp
+                    and poisson_lower(obs / phi, exp / phi) < settings.p_value
+                ):
                     findings.append(
                         Finding(
                             "traffic",
@@ -366,14 +391,38 @@ class KeyStats:
         # --- errors
         p0 = max(settings.min_error_rate, self.error_rate())
         k = acc.errors
+        error_high = max(settings.min_error_share, settings.error_factor * p0)
         if (
             k >= settings.min_errors
-            and k / n >= max(0.05, 4 * p0)
+            and k / n >= error_high
             and chernoff_upper(k, n, p0) < settings.p_value
         ):
             findings.append(
                 Finding("errors", "error_rate", k / n, self.error_rate(), "ratio", (k / n) / p0, k)
             )
+            self.error_run = _NO_RUN
+        elif k and k / n >= error_high:  # suspicious: add it to the run
+            rk, rn, rw = self.error_run
+            rk, rn, rw = (k, n, 1) if rw >= settings.run_windows else (rk + k, rn + n, rw + 1)
+            self.error_run = (rk, rn, rw)
+            if (
+                rw >= 2
+                and rk >= settings.min_errors
+                and chernoff_upper(rk, rn, p0) < settings.p_value
+            ):
+                findings.append(
+                    Finding(
+                        "errors",
+                        "error_rate",
+                        rk / rn,
+                        self.error_rate(),
+                        "ratio",
+                        (rk / rn) / p0,
+                        rk,
+                    )
+                )
+        else:
+            self.error_run = _NO_RUN
         # --- latency
         if self.fast.count() >= settings.min_latency_samples:
             p50, p99 = self.quantiles()
@@ -381,10 +430,22 @@ class KeyStats:
             m = len(durations)
             above = sum(1 for d in durations if d > 1.2 * p99)
             median = _median(durations)
+            ra, rm, rw = self.slow_run
+            if above and above / m >= 0.2:  # suspicious: add it to the run
+                ra, rm, rw = (
+                    (above, m, 1) if rw >= settings.run_windows else (ra + above, rm + m, rw + 1)
+                )
+            else:
+                ra, rm, rw = _NO_RUN
+            self.slow_run = (ra, rm, rw)
             if (
                 above >= settings.min_slow
                 and above / m >= 0.2
                 and chernoff_upper(above, m, 0.02) < settings.p_value
+            ) or (
+                rw >= 2
+                and ra >= settings.min_slow
+                and chernoff_upper(ra, rm, 0.02) < settings.p_value
             ):
                 findings.append(
                     Finding(
@@ -435,10 +496,25 @@ class KeyStats:
         if anomalous:
             return
         a = settings.rate_alpha
-        self.count_ewma = n if self.windows <= 1 else (1 - a) * self.count_ewma + a * n
-        self.err_k = (1 - a / 4) * self.err_k + (acc.errors if acc else 0)
-        self.err_n = (1 - a / 4) * self.err_n + n
-        durations = acc.durations if acc else []
+        streak = self.low_streak[1] / self.count_ewma if self.count_ewma else 0.0
+        if 1.5 <= streak <= settings.run_windows:
+            # the second and later of a run of quiet windows not yet judged: a drop must not
+            # teach its own level. (A lone quiet window is learned: it is how bursty the key is.)
+            pass
+        elif self.windows <= 1:
+            self.count_ewma = n
+        else:
+            deviation = n - self.count_ewma
+            self.count_ewma += a * deviation
+            # slower than the mean (a variance from a few windows is itself too noisy to
+            # trust): about 80 windows, as the error rate
+            self.count_var = (1 - a / 4) * (self.count_var + a / 4 * deviation * deviation)
+        # The second and later windows of a run of suspicious ones are not learned either:
+        # a fault that shows a span at a time must not raise the baseline it is judged on.
+        if self.error_run[2] < 2:
+            self.err_k = (1 - a / 4) * self.err_k + (acc.errors if acc else 0)
+            self.err_n = (1 - a / 4) * self.err_n + n
+        durations = acc.durations if acc and self.slow_run[2] < 2 else []
         if durations:
             self._quantiles = None
             buckets = bucketed(durations)

@@ -103,6 +103,8 @@ class OtelEvents:
                     "service.name": incident["service"],
                 }
             )
+            for name, value in (incident.get("resource") or {}).items():
+                attributes[name] = value  # service.namespace, deployment.environment.name
         if "analysis_id" in message:
             attributes["spanwatch.analysis.id"] = message["analysis_id"]
         self._logger.emit(

@@ -53,6 +53,9 @@ class Fault:
     start_s: float
     duration_s: float
     magnitude: float = 0.0
+    # "network": a latency_spike in front of the target (its callers' client spans grow by
+    # ``magnitude`` ms each way, its own server spans do not), as network or ingress trouble
+    where: str = ""
 
     def active(self, t: float) -> bool:
         return self.start_s <= t < self.start_s + self.duration_s
@@ -205,7 +208,7 @@ class Simulator:
         if self.rng.random() < self.noise.outlier_rate:
             ms *= 4
         for f in faults:
-            if f.pattern is Pattern.LATENCY_SPIKE:
+            if f.pattern is Pattern.LATENCY_SPIKE and not f.where:
                 ms *= f.magnitude
             elif f.pattern is Pattern.LATENCY_DRIFT:
                 ms *= 1 + (f.magnitude - 1) * f.progress(t)
@@ -234,7 +237,7 @@ class Simulator:
                 error = _NOISE_ERRORS[op.protocol]
             elif f.pattern is Pattern.CASCADING_FAILURE and p < min(0.95, f.magnitude):
                 error = ("DependencyFailure", f"{op.service} cannot serve {op.name}")
-            elif f.pattern is Pattern.NEW_ERROR and p < 0.3:
+            elif f.pattern is Pattern.NEW_ERROR and p < min(0.3, f.magnitude):
                 error = ("StaleReadError", "read a row version older than the cache")
             elif f.pattern is Pattern.RETRY_STORM and p < 0.5:
                 error = _NOISE_ERRORS[op.protocol]
@@ -307,14 +310,17 @@ class Simulator:
             return self._dependency(trace, caller, call.dependency, parent, start, t)
         callee = self.topology.op(call.service, call.operation)
         attempts = 1
+        network = 300_000  # each way
         for f in self._faults_on(callee.service, callee.name, t):
             if f.pattern is Pattern.RETRY_STORM:
                 attempts = int(f.magnitude)
+            elif f.pattern is Pattern.LATENCY_SPIKE and f.where == "network":
+                network = int(f.magnitude * MS * math.exp(self.rng.gauss(0, 0.2)))
         cursor, failed = start, False
         for _ in range(attempts):
             span_id = self._new_id()
-            server_end, failed = self._server(trace, callee, span_id, cursor + 300_000, t)
-            end = server_end + 300_000
+            server_end, failed = self._server(trace, callee, span_id, cursor + network, t)
+            end = server_end + network
             trace.spans.append(
                 self._span(
                     trace,
@@ -371,9 +377,9 @@ class Simulator:
                     peer_service=dep.name,
                 )
             )
-            consumer = self.topology.operations.get(("email", "orders-topic process"))
-            if consumer is not None:
-                self._server(trace, consumer, span_id, end + 5 * MS, t)
+            for consumer in self.topology.operations.values():
+                if consumer.protocol == "consumer" and consumer.name == f"{dep.name} process":
+                    self._server(trace, consumer, span_id, end + 5 * MS, t)
             return end, False
         name = f"{dep.operation} {dep.name}" if dep.kind == "db" else dep.operation
         trace.spans.append(

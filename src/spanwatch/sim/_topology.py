@@ -149,3 +149,99 @@ def shop() -> Topology:
         Entry("frontend", "POST /checkout", 0.15),
     ]
     return t
+
+
+LEDGER_DB = Dependency("ledger-db", "db", "postgresql", "UPDATE", 5.0)
+SEARCH_DB = Dependency("search-index", "db", "elasticsearch", "search", 12.0)
+TAX_API = Dependency("tax.example.net", "http", "", "GET", 25.0)
+
+
+def chain() -> Topology:
+    """A deep synchronous chain (edge -> gateway -> api -> orders -> pricing -> tax -> ledger),
+    with a rarely used admin path and a health check: keys from hundreds of spans a window
+    down to one or two."""
+    t = Topology()
+    t.add(Operation("edge", "GET /v2/quote", 1.0, (Call("gateway", "/Gateway/Route"),)))
+    t.add(Operation("edge", "GET /healthz", 0.3, ()))
+    t.add(Operation("edge", "POST /admin/reindex", 2.0, (Call("search", "POST /reindex"),)))
+    t.add(Operation("gateway", "/Gateway/Route", 1.5, (Call("api", "GET /quote"),), "grpc"))
+    t.add(Operation("api", "GET /quote", 2.0, (Call("orders", "/Orders/Price"),)))
+    t.add(Operation("orders", "/Orders/Price", 3.0, (Call("pricing", "POST /price"),), "grpc"))
+    t.add(
+        Operation(
+            "pricing",
+            "POST /price",
+            4.0,
+            (Call("tax", "/Tax/Compute"), Call(dependency=TAX_API, probability=0.2)),
+        )
+    )
+    t.add(Operation("tax", "/Tax/Compute", 2.5, (Call("ledger", "POST /entries"),), "grpc"))
+    t.add(Operation("ledger", "POST /entries", 2.0, (Call(dependency=LEDGER_DB),)))
+    t.add(Operation("search", "POST /reindex", 30.0, (Call(dependency=SEARCH_DB),)))
+    t.entries = [
+        Entry("edge", "GET /v2/quote", 0.895),
+        Entry("edge", "GET /healthz", 0.10),
+        Entry("edge", "POST /admin/reindex", 0.005),  # about one a window
+    ]
+    return t
+
+
+EVENTS_TOPIC = Dependency("events-topic", "queue", "kafka", "publish", 1.0)
+RAW_STORE = Dependency("raw-store", "db", "cassandra", "INSERT", 3.0)
+GEO_CACHE = Dependency("geo-cache", "cache", "redis", "GET", 0.5)
+WAREHOUSE = Dependency("warehouse", "db", "clickhouse", "INSERT", 40.0)
+
+
+def fanout() -> Topology:
+    """A fan-out system with a queue and a batch job: an API takes events, stores them and
+    publishes them; three consumers (enrich, index, notify) take each one; a nightly-style
+    batch loader runs rarely and writes in bulk."""
+    t = Topology()
+    t.add(
+        Operation(
+            "collector-api",
+            "POST /v1/events",
+            1.5,
+            (Call("ingest", "/Ingest/Accept"),),
+        )
+    )
+    t.add(
+        Operation(
+            "ingest",
+            "/Ingest/Accept",
+            2.0,
+            (Call(dependency=RAW_STORE), Call(dependency=EVENTS_TOPIC)),
+            "grpc",
+        )
+    )
+    t.add(
+        Operation(
+            "enricher",
+            "events-topic process",
+            4.0,
+            (Call("geo", "GET /lookup"),),
+            "consumer",
+        )
+    )
+    t.add(Operation("geo", "GET /lookup", 1.0, (Call(dependency=GEO_CACHE),)))
+    t.add(Operation("indexer", "events-topic process", 6.0, (), "consumer"))
+    t.add(Operation("notifier", "events-topic process", 2.0, (), "consumer"))
+    t.add(Operation("collector-api", "GET /v1/status", 0.5, ()))
+    t.add(
+        Operation(
+            "batch-loader",
+            "load-partition",
+            60.0,
+            (Call(dependency=WAREHOUSE), Call(dependency=WAREHOUSE), Call(dependency=WAREHOUSE)),
+            "consumer",
+        )
+    )
+    t.entries = [
+        Entry("collector-api", "POST /v1/events", 0.85),
+        Entry("collector-api", "GET /v1/status", 0.12),
+        Entry("batch-loader", "load-partition", 0.03),
+    ]
+    return t
+
+
+TOPOLOGIES = {"shop": shop, "chain": chain, "fanout": fanout}

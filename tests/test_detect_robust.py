@@ -1,0 +1,104 @@
+"""Detection on traffic unlike the shop: network delay in front of a callee, keys at one span
+a window, sparse new errors, bursty callers, and one incident per fault."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from spanwatch.cli._eval import _parse_ns
+from spanwatch.detect import Detector
+from spanwatch.model import Pattern
+from spanwatch.sim import DEFAULT_START_NS, NS, Fault, Simulator, chain, fanout, shop
+
+WARMUP = 900.0
+
+
+def _incidents(sim: Simulator, seconds: float) -> list[dict[str, Any]]:
+    """Each incident opened, as last updated."""
+    detector = Detector()
+    last: dict[str, dict[str, Any]] = {}
+    for batch in sim.batches(seconds):
+        for event in detector.process(batch):
+            if event.type != "incident.resolved":
+                incident = event.fields["incident"]
+                last[incident["id"]] = incident
+    return list(last.values())
+
+
+def _roots(incidents: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    return [
+        (i["pattern"], i["root_cause"]["service"], i["root_cause"]["operation"]) for i in incidents
+    ]
+
+
+@pytest.mark.parametrize(
+    ("topology", "service", "operation", "ms"),
+    [
+        (shop, "inventory", "/Inventory/Reserve", 60.0),
+        (chain, "ledger", "POST /entries", 60.0),
+        (fanout, "geo", "GET /lookup", 40.0),
+    ],
+    ids=["shop", "chain", "fanout"],
+)
+def test_network_delay_in_front_of_a_callee_is_blamed_on_the_callee(
+    topology: Any, service: str, operation: str, ms: float
+) -> None:
+    """Calls into the callee slow by tens of ms while its own server spans stay normal: the
+    callee is the root cause (not its caller), and the summary says where the time went."""
+    fault = Fault(Pattern.LATENCY_SPIKE, service, operation, WARMUP, 240, ms, where="network")
+    incidents = _incidents(Simulator(topology(), seed=4, faults=(fault,)), WARMUP + 360)
+    assert _roots(incidents) == [("latency_spike", service, operation)]
+    assert "network or ingress" in incidents[0]["summary"]
+
+
+def test_a_key_at_one_request_a_window_can_alert() -> None:
+    """The chain's admin path runs about once every two windows: when it starts failing, or
+    turns slow (once its latency baseline holds 100 spans), the evidence of a few windows
+    together is enough."""
+    for pattern, magnitude, at in (
+        (Pattern.ERROR_BURST, 0.9, 1800),
+        (Pattern.LATENCY_SPIKE, 5.0, 2700),
+    ):
+        fault = Fault(pattern, "search", "POST /reindex", at, 240, magnitude)
+        incidents = _incidents(Simulator(chain(), seed=2, faults=(fault,)), at + 300)
+        assert _roots(incidents) == [(pattern.value, "search", "POST /reindex")], pattern
+        detected = _parse_ns(incidents[0]["detected_at"])
+        assert detected - DEFAULT_START_NS - at * NS <= 240 * NS  # within four minutes
+
+
+def test_a_new_error_in_a_few_percent_of_requests_is_found_within_minutes() -> None:
+    """A deploy-style new exception type in 3% of one operation's requests: no window alone
+    holds enough, the evidence since it first appeared does."""
+    fault = Fault(Pattern.NEW_ERROR, "orders", "/Orders/Price", WARMUP, 600, 0.03)
+    incidents = _incidents(Simulator(chain(), seed=3, faults=(fault,)), WARMUP + 600)
+    assert _roots(incidents) == [("new_error", "orders", "/Orders/Price")]
+    assert incidents[0]["detected_at"] < "2026-03-02T00:19:00"  # within four minutes
+
+
+def test_bursty_callers_raise_no_traffic_drop() -> None:
+    """A batch job whose calls come three at a time, in a fleet at its daily low: quiet windows
+    happen, and its own dispersion says they are ordinary."""
+    assert _incidents(Simulator(fanout(), seed=1001, day_s=3600), 3600) == []
+
+
+def test_a_slow_creep_is_one_incident() -> None:
+    """A latency drift over ten minutes opens one incident, kept open while it creeps."""
+    fault = Fault(Pattern.LATENCY_DRIFT, "catalog", "GET /api/products", WARMUP, 600, 3.0)
+    incidents = _incidents(Simulator(shop(), seed=6, faults=(fault,)), WARMUP + 700)
+    assert [(p, s) for p, s, _ in _roots(incidents)] == [("latency_drift", "catalog")]
+
+
+def test_an_open_incident_does_not_absorb_a_later_fault() -> None:
+    """A long drift in catalog is still open when payments starts failing: the failure opens
+    its own incident at its own root."""
+    faults = (
+        Fault(Pattern.LATENCY_DRIFT, "catalog", "GET /api/products", WARMUP, 900, 3.0),
+        Fault(Pattern.ERROR_BURST, "payments", "POST /v1/charges", WARMUP + 600, 240, 0.5),
+    )
+    incidents = _incidents(Simulator(shop(), seed=7, faults=faults), WARMUP + 1000)
+    roots = {(p, s) for p, s, _ in _roots(incidents)}
+    assert ("error_burst", "payments") in roots
+    assert ("latency_drift", "catalog") in roots
+    assert all(len(i["services"]) <= 12 for i in incidents)
