@@ -194,6 +194,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="then a DPO stage of STEPS steps on the corrected examples",
     )
     tr.add_argument(
+        "--merge",
+        action="store_true",
+        help="also write the merged model as model.gguf (f16) and a Modelfile FROM it",
+    )
+    tr.add_argument(
+        "--llama-cpp",
+        type=Path,
+        metavar="DIR",
+        help="folder of llama.cpp's convert_hf_to_gguf.py (default: $SPANWATCH_LLAMA_CPP, "
+        "then <venv>/share/llama.cpp)",
+    )
+    tr.add_argument(
         "--no-ollama",
         action="store_true",
         help="do not run ollama create even when ollama is installed",
@@ -370,20 +382,13 @@ def _train(args: argparse.Namespace) -> int:
             args.ollama_name,
             run_ollama=not args.no_ollama,
             dpo_steps=args.dpo,
+            merge=args.merge,
+            llama_cpp=args.llama_cpp,
         )
     except training.TrainingError as exc:
         raise CliError(str(exc)) from exc
-    help_ = report["did_it_help"]
-    print(
-        f"trained {report['steps']} steps on {report['examples']['train']} examples "
-        f"({report['device']}): loss {report['initial_loss']:.4f} -> "
-        f"{report['final_loss']:.4f}"
-    )
-    if help_["held_out_examples"]:
-        print(
-            f"held-out answers: perplexity {help_['base_perplexity']} (base) -> "
-            f"{help_['adapted_perplexity']} (adapted), {help_['held_out_examples']} examples"
-        )
-    print(f"wrote {args.output}/adapter/, adapter.gguf, Modelfile, train_report.json")
+    print("\n".join(training.summary(report)))
+    written = ", ".join(report["outputs"].values())
+    print(f"wrote {args.output}/: {written}, train_report.json")
     print(f"to use it: cd {args.output} && {report['ollama_create']}")
     return 0
