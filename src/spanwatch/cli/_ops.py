@@ -52,7 +52,7 @@ def incidents(api: Api, filters: dict[str, Any], limit: int, as_json: bool) -> i
         scope = "/".join(x for x in (inc.get("namespace"), inc.get("environment")) if x)
         print(
             f"SEV{inc['severity']}  {inc.get('status', 'open'):<8}  {inc['pattern']:<17}  "
-            f"{where[:40]:<40}  {ago(inc.get('detected_at', ''), now):>9}  {inc['id']}"
+            f"{where[:40]:<40}  {ago(inc.get('detected_at', ''), now):>11}  {inc['id']}"
         )
         details = [f"root cause: {cause}"] if cause.strip() and cause != where else []
         evidence = describe_evidence(inc.get("evidence") or {})
