@@ -42,7 +42,7 @@ from ._clock import BACKWARD, ClockNote, EventClock
 from ._filing import take
 from ._keys import Key, KeyTable, template
 from ._settings import Settings
-from ._stats import Finding, KeyStats, WindowAcc, chernoff_upper
+from ._stats import Family, Finding, KeyStats, WindowAcc, chernoff_upper
 
 # Plain ints and a plain tuple constructor for the per-span loop (enum comparisons and
 # NamedTuple's Python-level __new__ cost more than the rest of a span's work).
@@ -473,8 +473,9 @@ class Detector:
             watermark_ns = min(watermark_ns, hold)
         last = (watermark_ns - int(self.settings.lateness_s * 1e9)) // self._w - 1
         events: list[Event] = []
-        if last - self._closed > 360:  # a long silence: judge its last hour only
-            self._closed = last - 360
+        silence = self.settings.max_silence_windows
+        if last - self._closed > silence:  # a long silence: judge its last hour only
+            self._closed = last - silence
         while self._closed < last:
             self._closed += 1
             events += self._close(self._closed)
@@ -528,7 +529,7 @@ class Detector:
                             parents.add(parent_key)
 
     def _expire_traces(self, window: int) -> None:
-        horizon = window - 6
+        horizon = window - self.settings.trace_windows
         traces = self._traces
         while traces:
             flat = next(iter(traces.values()))
@@ -579,7 +580,7 @@ class Detector:
                 count = max(count, total)
                 out.append(
                     Finding(
-                        "new_error",
+                        Family.NEW_ERROR,
                         "new_error_count",
                         float(count),
                         0.0,
@@ -601,6 +602,7 @@ class Detector:
     def _retry_findings(
         self, traces: list[list[Any]], accs: dict[Key, WindowAcc]
     ) -> list[tuple[Key, Finding]]:
+        s = self.settings
         per_key: Counter[Key] = Counter()
         retried: Counter[Key] = Counter()
         worst: dict[Key, int] = {}
@@ -637,12 +639,17 @@ class Detector:
             baseline = self._retry_ewma.get(key, 0.0)
             stats = self._stats.get(key)
             warm = stats is not None and stats.windows >= self.settings.warmup_windows
-            if warm and retried[key] >= 3 and share >= 0.2 and baseline < 0.05:
+            if (
+                warm
+                and retried[key] >= s.retry_min_traces
+                and share >= s.retry_share
+                and baseline < s.retry_usual
+            ):
                 out.append(
                     (
                         key,
                         Finding(
-                            "retry",
+                            Family.RETRY,
                             "calls_per_trace",
                             float(worst[key]),
                             1.0,
@@ -662,7 +669,7 @@ class Detector:
         self, findings: dict[Key, list[Finding]], accs: dict[Key, WindowAcc]
     ) -> dict[Operation, _Group]:
         groups: dict[Operation, _Group] = {}
-        dropping = {k for k, fs in findings.items() if any(f.family == "traffic" for f in fs)}
+        dropping = {k for k, fs in findings.items() if any(f.family is Family.TRAFFIC for f in fs)}
         for key, found in findings.items():
             acc = accs.get(key)
             for finding in found:
@@ -691,7 +698,7 @@ class Detector:
     ) -> tuple[Operation, bool, bool, bool, list[tuple[bytes, bytes]]]:
         """(root, root is a dependency, errors cascaded through callers, the trouble is on the
         edge in front of the root, example spans)."""
-        if finding.family == "traffic":
+        if finding.family is Family.TRAFFIC:
             top = key
             seen = {key}
             while True:
@@ -703,7 +710,7 @@ class Detector:
             return Operation(top.service, top.operation, top.scope), False, False, False, []
         if acc is None:
             return Operation(key.service, key.operation, key.scope), False, False, False, []
-        if finding.family == "latency":
+        if finding.family is Family.LATENCY:
             examples = [(t, sp) for _, t, sp in acc.slowest]
             step = self._slow_child
         else:
@@ -745,14 +752,14 @@ class Detector:
                 votes[(Operation(name, operation.split(" ")[0], span.key.scope), True)] += 1
             else:
                 votes[(Operation(span.key.service, span.key.operation, span.key.scope), False)] += 1
-            if finding.family in ("errors", "new_error"):
+            if finding.family in (Family.ERRORS, Family.NEW_ERROR):
                 services = set()
                 node: _Span | None = span
                 while node is not None:
                     if node.error and node.key.kind in (SpanKind.SERVER, SpanKind.CONSUMER):
                         services.add(node.key.service)
                     node = by_id.get(node.parent)
-                cascades += len(services) >= 3
+                cascades += len(services) >= self.settings.cascade_services
         if not votes:
             return (
                 Operation(key.service, key.operation, key.scope),
@@ -793,18 +800,18 @@ class Detector:
         families = {f.family for _, f in group.findings}
         # The more specific explanation wins: retries explain the errors they cause, and a
         # failure spreading through callers is a bigger story than a new error type.
-        if "retry" in families:
+        if Family.RETRY in families:
             return Pattern.RETRY_STORM
         if group.cascading:
             return Pattern.CASCADING_FAILURE
-        if "new_error" in families:
+        if Family.NEW_ERROR in families:
             return Pattern.NEW_ERROR
-        if "errors" in families:
+        if Family.ERRORS in families:
             return Pattern.ERROR_BURST
-        if "latency" in families:
+        if Family.LATENCY in families:
             if group.is_dependency:
                 return Pattern.SLOW_DEPENDENCY
-            if all(f.drift for _, f in group.findings if f.family == "latency"):
+            if all(f.drift for _, f in group.findings if f.family is Family.LATENCY):
                 return Pattern.LATENCY_DRIFT
             return Pattern.LATENCY_SPIKE
         return Pattern.TRAFFIC_DROP
@@ -812,19 +819,20 @@ class Detector:
     def _severity(
         self, pattern: Pattern, group: _Group, services: set[str], window_spans: int
     ) -> Severity:
+        s = self.settings
         level = 2 + _PRIORITY[pattern]
         big = any(
-            (f.family == "errors" and f.observed >= 0.25)
-            or (f.family == "latency" and f.magnitude >= 5)
-            or (f.family == "traffic" and f.magnitude >= 0.8)
-            or (f.family == "retry" and f.magnitude >= 5)
+            (f.family is Family.ERRORS and f.observed >= s.severe_error_rate)
+            or (f.family is Family.LATENCY and f.magnitude >= s.severe_latency_ratio)
+            or (f.family is Family.TRAFFIC and f.magnitude >= s.severe_drop)
+            or (f.family is Family.RETRY and f.magnitude >= s.severe_retries)
             for _, f in group.findings
         )
         entry_hit = any(not self._parents.get(k) and k.is_entry_kind for k, _ in group.findings)
         affected = sum(f.affected for _, f in group.findings)
         level -= big
-        level -= entry_hit or len(services) >= 3
-        if window_spans and affected / window_spans < 0.01 and not entry_hit:
+        level -= entry_hit or len(services) >= s.wide_services
+        if window_spans and affected / window_spans < s.minor_share and not entry_hit:
             level += 1
         return Severity(min(5, max(1, level)))
 
@@ -869,7 +877,7 @@ class Detector:
                 digest = hashlib.sha1(
                     f"{pattern}|{root.service}|{root.operation}|{root.scope}|{start_ns}".encode()
                 ).hexdigest()[:16]
-                streak = self._stats[key].low_streak[1] if finding.family == "traffic" else 0
+                streak = self._stats[key].low_streak[1] if finding.family is Family.TRAFFIC else 0
                 started = start_ns
                 if streak and self._stats[key].count_ewma:
                     started = end_ns - int(streak / self._stats[key].count_ewma) * self._w
@@ -995,14 +1003,14 @@ class Detector:
 
 
 _FAMILY_OF = {
-    Pattern.RETRY_STORM: "retry",
-    Pattern.NEW_ERROR: "new_error",
-    Pattern.ERROR_BURST: "errors",
-    Pattern.CASCADING_FAILURE: "errors",
-    Pattern.LATENCY_SPIKE: "latency",
-    Pattern.LATENCY_DRIFT: "latency",
-    Pattern.SLOW_DEPENDENCY: "latency",
-    Pattern.TRAFFIC_DROP: "traffic",
+    Pattern.RETRY_STORM: Family.RETRY,
+    Pattern.NEW_ERROR: Family.NEW_ERROR,
+    Pattern.ERROR_BURST: Family.ERRORS,
+    Pattern.CASCADING_FAILURE: Family.ERRORS,
+    Pattern.LATENCY_SPIKE: Family.LATENCY,
+    Pattern.LATENCY_DRIFT: Family.LATENCY,
+    Pattern.SLOW_DEPENDENCY: Family.LATENCY,
+    Pattern.TRAFFIC_DROP: Family.TRAFFIC,
 }
 
 
@@ -1025,21 +1033,21 @@ def _summary(pattern: Pattern, root: Operation, finding: Finding, edge: bool = F
         where = (
             f"the calls into {where} (network or ingress in front of it; its own spans are normal)"
         )
-    if finding.family == "errors":
+    if finding.family is Family.ERRORS:
         return (
             f"{pattern.value.replace('_', ' ')} at {where}: error rate "
             f"{finding.observed:.0%} (baseline {finding.baseline:.1%})"
         )
-    if finding.family == "latency":
+    if finding.family is Family.LATENCY:
         return (
             f"{pattern.value.replace('_', ' ')} at {where}: median "
             f"{finding.observed:.1f} ms (baseline {finding.baseline:.1f} ms)"
         )
-    if finding.family == "traffic":
+    if finding.family is Family.TRAFFIC:
         return (
             f"traffic drop at {where}: {finding.observed:.0f} spans per window "
             f"(expected {finding.baseline:.0f})"
         )
-    if finding.family == "new_error":
+    if finding.family is Family.NEW_ERROR:
         return f"new error at {where}: {finding.signature} ({finding.affected} times)"
     return f"retry storm at {where}: up to {finding.observed:.0f} calls per trace"

@@ -91,29 +91,47 @@ static PyObject *order(PyObject *self, PyObject *values) {
     return out;
 }
 
-/* take(column, rows) -> [column[row] for row in rows] */
+/* take(column, rows) -> [column[row] for row in rows]
+ *
+ * The rows are read into a C array first, each held while it is converted: converting one
+ * that is not an int runs its __index__, which could change either list. Only then, with no
+ * Python code left to run, is the column indexed, its size read once. A rows list that
+ * shrinks while it is read gives the rows read so far, as a list iterator would. */
 static PyObject *take(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *column, *rows;
     if (!PyArg_ParseTuple(args, "O!O!", &PyList_Type, &column, &PyList_Type, &rows)) return NULL;
-    Py_ssize_t n = PyList_GET_SIZE(rows);
+    Py_ssize_t cap = PyList_GET_SIZE(rows), n = 0;
+    Py_ssize_t *at = PyMem_Malloc((size_t)(cap ? cap : 1) * sizeof *at);
+    if (at == NULL) return PyErr_NoMemory();
+    for (; n < cap && n < PyList_GET_SIZE(rows); n++) {
+        PyObject *item = Py_NewRef(PyList_GET_ITEM(rows, n));
+        Py_ssize_t row = PyNumber_AsSsize_t(item, PyExc_IndexError);
+        Py_DECREF(item);
+        if (row == -1 && PyErr_Occurred()) {
+            PyMem_Free(at);
+            return NULL;
+        }
+        at[n] = row;
+    }
     PyObject *out = PyList_New(n);
-    if (out == NULL) return NULL;
+    if (out == NULL) {
+        PyMem_Free(at);
+        return NULL;
+    }
+    Py_ssize_t size = PyList_GET_SIZE(column);
     for (Py_ssize_t j = 0; j < n; j++) {
-        Py_ssize_t row = PyNumber_AsSsize_t(PyList_GET_ITEM(rows, j), PyExc_IndexError);
-        if (row == -1 && PyErr_Occurred()) goto fail;
-        Py_ssize_t size = PyList_GET_SIZE(column);
-        if (row < 0) row += size;
+        Py_ssize_t row = at[j] < 0 ? at[j] + size : at[j];
         if (row < 0 || row >= size) {
             PyErr_SetString(PyExc_IndexError, "list index out of range");
-            goto fail;
+            PyMem_Free(at);
+            Py_DECREF(out);
+            return NULL;
         }
         PyList_SET_ITEM(out, j, Py_NewRef(PyList_GET_ITEM(column, row)));
     }
+    PyMem_Free(at);
     return out;
-fail:
-    Py_DECREF(out);
-    return NULL;
 }
 
 /* group(keys, start, stop) -> {key: [j, ...]} for j in range(start, stop), in order. */
@@ -128,27 +146,45 @@ static PyObject *group(PyObject *self, PyObject *args) {
     }
     PyObject *out = PyDict_New();
     if (out == NULL) return NULL;
+    /* A key's __hash__ and __eq__ are Python code that may change keys, so the size is read
+     * again at each step and the key and its rows are held while they are used. */
     for (Py_ssize_t j = start; j < stop && j < PyList_GET_SIZE(keys); j++) {
-        PyObject *key = PyList_GET_ITEM(keys, j);
+        PyObject *key = Py_NewRef(PyList_GET_ITEM(keys, j));
         PyObject *rows = PyDict_GetItemWithError(out, key); /* borrowed */
-        if (rows == NULL) {
-            if (PyErr_Occurred()) goto fail;
+        if (rows != NULL) {
+            Py_INCREF(rows);
+        } else {
+            if (PyErr_Occurred()) goto fail_key;
             rows = PyList_New(0);
-            if (rows == NULL) goto fail;
-            int rc = PyDict_SetItem(out, key, rows);
-            Py_DECREF(rows); /* the dict holds it */
-            if (rc < 0) goto fail;
+            if (rows == NULL) goto fail_key;
+            if (PyDict_SetItem(out, key, rows) < 0) {
+                Py_DECREF(rows);
+                goto fail_key;
+            }
         }
+        Py_DECREF(key);
         PyObject *index = PyLong_FromSsize_t(j);
-        if (index == NULL) goto fail;
-        int rc = PyList_Append(rows, index);
-        Py_DECREF(index);
+        int rc = index == NULL ? -1 : PyList_Append(rows, index);
+        Py_XDECREF(index);
+        Py_DECREF(rows);
         if (rc < 0) goto fail;
+        continue;
+    fail_key:
+        Py_DECREF(key);
+        goto fail;
     }
     return out;
 fail:
     Py_DECREF(out);
     return NULL;
+}
+
+/* Whether trace_ids and each column still hold n items. */
+static int lists_intact(PyObject *trace_ids, PyObject *columns, Py_ssize_t n) {
+    if (PyList_GET_SIZE(trace_ids) != n) return 0;
+    for (Py_ssize_t c = 0; c < PyTuple_GET_SIZE(columns); c++)
+        if (PyList_GET_SIZE(PyTuple_GET_ITEM(columns, c)) != n) return 0;
+    return 1;
 }
 
 /* keep_traces(traces, trace_ids, columns, max_traces, max_values): for each span i, its
@@ -178,17 +214,34 @@ static PyObject *keep_traces(PyObject *self, PyObject *args) {
     PyObject *popitem = PyUnicode_InternFromString("popitem");
     if (popitem == NULL) return NULL;
     for (Py_ssize_t i = 0; i < n; i++) {
+        /* Storing into traces (a subclass's __setitem__, popitem), letting go of an evicted
+         * trace (a value's __del__) and comparing with a kept key that is not bytes may run
+         * Python code that changes the lists: they are checked again before each read. */
+        if (!lists_intact(trace_ids, columns, n)) goto changed;
         PyObject *trace_id = PyList_GET_ITEM(trace_ids, i);
         if (!PyBytes_CheckExact(trace_id)) { /* whose hash and == run no Python code */
             PyErr_SetString(PyExc_TypeError, "trace ids must be bytes");
             goto fail;
         }
+        Py_INCREF(trace_id);
         /* An OrderedDict keeps its items in its dict: reading them there is reading it. */
-        PyObject *kept = PyDict_GetItemWithError(traces, trace_id); /* borrowed */
+        PyObject *kept = PyDict_GetItemWithError(traces, trace_id);
+        Py_XINCREF(kept);
+        if (kept == NULL && PyErr_Occurred()) {
+            Py_DECREF(trace_id);
+            goto fail;
+        }
+        if (!lists_intact(trace_ids, columns, n)) {
+            Py_DECREF(trace_id);
+            Py_XDECREF(kept);
+            goto changed;
+        }
         if (kept == NULL) {
-            if (PyErr_Occurred()) goto fail;
             PyObject *values = PyList_New(width);
-            if (values == NULL) goto fail;
+            if (values == NULL) {
+                Py_DECREF(trace_id);
+                goto fail;
+            }
             for (Py_ssize_t c = 0; c < width; c++) {
                 PyObject *v = PyList_GET_ITEM(PyTuple_GET_ITEM(columns, c), i);
                 PyList_SET_ITEM(values, c, Py_NewRef(v));
@@ -201,6 +254,7 @@ static PyObject *keep_traces(PyObject *self, PyObject *args) {
             /* through the mapping protocol, so the OrderedDict keeps its order */
             int rc = PyObject_SetItem(traces, trace_id, values);
             Py_DECREF(values);
+            Py_DECREF(trace_id);
             if (rc < 0) goto fail;
             if (PyDict_GET_SIZE(traces) > max_traces) {
                 PyObject *gone = PyObject_CallMethodOneArg(traces, popitem, Py_False);
@@ -208,13 +262,15 @@ static PyObject *keep_traces(PyObject *self, PyObject *args) {
                 Py_DECREF(gone);
             }
         } else {
+            Py_DECREF(trace_id);
             if (!PyList_Check(kept)) {
+                Py_DECREF(kept);
                 PyErr_SetString(PyExc_TypeError, "a kept trace must be a list");
                 goto fail;
             }
-            if (PyList_GET_SIZE(kept) >= max_values) continue;
-            Py_INCREF(kept);
-            for (Py_ssize_t c = 0; c < width; c++) {
+            /* appending runs no Python code: the columns stay as checked */
+            Py_ssize_t held = PyList_GET_SIZE(kept);
+            for (Py_ssize_t c = 0; held < max_values && c < width; c++) {
                 if (PyList_Append(kept, PyList_GET_ITEM(PyTuple_GET_ITEM(columns, c), i)) < 0) {
                     Py_DECREF(kept);
                     goto fail;
@@ -225,6 +281,8 @@ static PyObject *keep_traces(PyObject *self, PyObject *args) {
     }
     Py_DECREF(popitem);
     Py_RETURN_NONE;
+changed:
+    PyErr_SetString(PyExc_RuntimeError, "keep_traces() lists changed size while filing");
 fail:
     Py_DECREF(popitem);
     return NULL;

@@ -61,6 +61,41 @@ class Settings:
     fast_epoch_windows: int = 60  # latency baseline epoch (two epochs are kept)
     slow_epoch_windows: int = 360  # the slow baseline that drift is judged against
     retry_repeats: int = 3  # calls to the same operation in one trace that count as retries
+    # --- latency. A span is slow above both slow_factor x the baseline p99 and p99 plus
+    # min_latency_delta_ms: a change must matter in practice, not only be improbable (a 30 us
+    # shift of a 95 us query on a loaded machine is not an incident).
+    slow_factor: float = 1.2
+    min_latency_delta_ms: float = 1.0
+    slow_share: float = 0.2  # of a window's spans slow, for a spike
+    slow_expected: float = 0.02  # the share slow that the baseline allows (above its p99)
+    # --- drift: over drift_windows windows, drift_share of spans above the slow baseline's
+    # p75 (where 25% belong; tested against drift_expected for margin), and the last
+    # drift_recent medians all above drift_factor x the slow median, by min_latency_delta_ms
+    drift_windows: int = 18
+    drift_recent: int = 6
+    drift_share: float = 0.6
+    drift_expected: float = 0.3
+    drift_factor: float = 1.25
+    # --- traffic: a window below low_window_ratio x the expected count starts or extends a
+    # run of quiet windows
+    low_window_ratio: float = 0.5
+    # --- retries: a retry storm is retried in retry_min_traces traces and retry_share of
+    # those making the call, where the key's usual share was under retry_usual
+    retry_min_traces: int = 3
+    retry_share: float = 0.2
+    retry_usual: float = 0.05
+    # --- severity: one step worse for a large deviation (error rate, latency ratio, share of
+    # traffic lost, calls per trace) or a wide blast radius (an entry point, or this many
+    # services); one step milder under minor_share of the window's spans affected
+    severe_error_rate: float = 0.25
+    severe_latency_ratio: float = 5.0
+    severe_drop: float = 0.8
+    severe_retries: float = 5.0
+    wide_services: int = 3
+    minor_share: float = 0.01
+    cascade_services: int = 3  # failing servers along one call chain that make a cascade
+    trace_windows: int = 6  # windows a kept trace lives for root-cause analysis
+    max_silence_windows: int = 360  # after a longer silence only its last hour is judged
     seed: int = 0
 
     @property

@@ -17,6 +17,7 @@ from bisect import bisect_right
 from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from itertools import accumulate, compress
 
 from ddsketch.mapping import LogarithmicMapping
@@ -284,11 +285,21 @@ class Sketches:
         return quantile([self.previous, self.current], q)
 
 
+class Family(StrEnum):
+    """What kind of evidence a finding is: it picks the root-cause walk and the pattern."""
+
+    ERRORS = "errors"
+    LATENCY = "latency"
+    TRAFFIC = "traffic"
+    NEW_ERROR = "new_error"
+    RETRY = "retry"
+
+
 @dataclass(slots=True)
 class Finding:
     """One anomaly of one key in one window, before grouping by root cause."""
 
-    family: str  # "errors", "latency", "traffic", "new_error", "retry"
+    family: Family
     metric: str
     observed: float
     baseline: float
@@ -363,7 +374,7 @@ class KeyStats:
         # --- traffic: a run of windows far below the expected count
         expected = self.count_ewma
         if expected >= settings.min_expected_count:
-            if n < 0.5 * expected:
+            if n < settings.low_window_ratio * expected:
                 obs, exp = self.low_streak
                 obs, exp = obs + n, exp + expected
                 self.low_streak = (obs, exp)
@@ -375,7 +386,7 @@ class KeyStats:
                 ):
                     findings.append(
                         Finding(
-                            "traffic",
+                            Family.TRAFFIC,
                             "requests_per_window",
                             float(n),
                             expected,
@@ -398,7 +409,9 @@ class KeyStats:
             and chernoff_upper(k, n, p0) < settings.p_value
         ):
             findings.append(
-                Finding("errors", "error_rate", k / n, self.error_rate(), "ratio", (k / n) / p0, k)
+                Finding(
+                    Family.ERRORS, "error_rate", k / n, self.error_rate(), "ratio", (k / n) / p0, k
+                )
             )
             self.error_run = _NO_RUN
         elif k and k / n >= error_high:  # suspicious: add it to the run
@@ -412,7 +425,7 @@ class KeyStats:
             ):
                 findings.append(
                     Finding(
-                        "errors",
+                        Family.ERRORS,
                         "error_rate",
                         rk / rn,
                         self.error_rate(),
@@ -428,10 +441,11 @@ class KeyStats:
             p50, p99 = self.quantiles()
             durations = acc.durations
             m = len(durations)
-            above = sum(1 for d in durations if d > 1.2 * p99)
+            slow_above = max(settings.slow_factor * p99, p99 + settings.min_latency_delta_ms * 1e6)
+            above = sum(1 for d in durations if d > slow_above)
             median = _median(durations)
             ra, rm, rw = self.slow_run
-            if above and above / m >= 0.2:  # suspicious: add it to the run
+            if above and above / m >= settings.slow_share:  # suspicious: add it to the run
                 ra, rm, rw = (
                     (above, m, 1) if rw >= settings.run_windows else (ra + above, rm + m, rw + 1)
                 )
@@ -440,16 +454,16 @@ class KeyStats:
             self.slow_run = (ra, rm, rw)
             if (
                 above >= settings.min_slow
-                and above / m >= 0.2
-                and chernoff_upper(above, m, 0.02) < settings.p_value
+                and above / m >= settings.slow_share
+                and chernoff_upper(above, m, settings.slow_expected) < settings.p_value
             ) or (
                 rw >= 2
                 and ra >= settings.min_slow
-                and chernoff_upper(ra, rm, 0.02) < settings.p_value
+                and chernoff_upper(ra, rm, settings.slow_expected) < settings.p_value
             ):
                 findings.append(
                     Finding(
-                        "latency",
+                        Family.LATENCY,
                         "p50_latency_ms",
                         median / 1e6,
                         p50 / 1e6,
@@ -463,20 +477,24 @@ class KeyStats:
                 slow_p50 = self.slow.quantile(0.5)
                 ring = self.drift_ring
                 if ring is None:
-                    ring = self.drift_ring = deque(maxlen=18)
+                    ring = self.drift_ring = deque(maxlen=settings.drift_windows)
                 ring.append((m, sum(1 for d in durations if d > slow_p75), median))
                 total = sum(r[0] for r in ring)
                 high = sum(r[1] for r in ring)
-                recent = [r[2] for r in list(ring)[-6:]]
+                recent = [r[2] for r in list(ring)[-settings.drift_recent :]]
                 if (
-                    len(ring) >= 6
-                    and high / total >= 0.6
-                    and chernoff_upper(high, total, 0.3) < settings.p_value
-                    and min(recent) > 1.25 * slow_p50
+                    len(ring) >= settings.drift_recent
+                    and high / total >= settings.drift_share
+                    and chernoff_upper(high, total, settings.drift_expected) < settings.p_value
+                    and min(recent)
+                    > max(
+                        settings.drift_factor * slow_p50,
+                        slow_p50 + settings.min_latency_delta_ms * 1e6,
+                    )
                 ):
                     findings.append(
                         Finding(
-                            "latency",
+                            Family.LATENCY,
                             "p50_latency_ms",
                             median / 1e6,
                             slow_p50 / 1e6,
