@@ -1,8 +1,11 @@
-"""LLM analysis: batching, prompts (fenced, redacted, within budget), Ollama, fallback."""
+"""LLM analysis: batching, prompts (fenced, redacted, within budget, with rated examples),
+Ollama, fallback, the answer's structure and its grounding checks."""
 
+from ._answer import Answer, Section, parse_answer
 from ._batcher import Batch, Batcher
 from ._fallback import MARK as FALLBACK_MARK
 from ._fallback import fallback_summary
+from ._grounding import Checked, check_answer, facts_of
 from ._llm import (
     Breaker,
     Chunk,
@@ -26,9 +29,11 @@ __all__ = [
     "FENCE_OPEN",
     "SYSTEM_PROMPT",
     "AnalysisStage",
+    "Answer",
     "Batch",
     "Batcher",
     "Breaker",
+    "Checked",
     "Chunk",
     "LLMError",
     "LLMRejected",
@@ -40,8 +45,12 @@ __all__ = [
     "Prompt",
     "Redactor",
     "Retryable",
+    "Section",
     "StreamCut",
     "build_prompt",
+    "check_answer",
+    "facts_of",
     "fallback_summary",
     "llm_settings",
+    "parse_answer",
 ]

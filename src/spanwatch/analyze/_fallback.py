@@ -28,14 +28,16 @@ _NEXT_STEPS = {
 
 
 def fallback_summary(incidents: list[dict[str, Any]], redactor: Redactor) -> str:
-    """One paragraph per incident, most severe first, then the not-a-model mark."""
+    """Each incident's parts (the answer structure), most severe first, then the mark."""
+    ordered = sorted(incidents, key=lambda i: (i.get("severity", 5), i.get("detected_at", "")))
     paragraphs = []
-    for inc in sorted(incidents, key=lambda i: i.get("severity", 5)):
+    for number, inc in enumerate(ordered, start=1):
         root_cause = inc.get("root_cause") or {}
-        root = f"{root_cause.get('service', '')} {root_cause.get('operation', '')}".strip()
+        service, operation = root_cause.get("service", ""), root_cause.get("operation", "")
+        root = f"{service} {operation}".strip()
         ev = inc.get("evidence") or {}
         pattern = str(inc.get("pattern", ""))
-        text = (
+        evidence = (
             f"SEV{inc.get('severity')} {pattern.replace('_', ' ')} at {root} (seen at "
             f"{inc.get('service')} {inc.get('operation')}). Evidence: {ev.get('metric')} "
             f"{ev.get('observed')} {ev.get('unit', '')} against a baseline of "
@@ -44,7 +46,7 @@ def fallback_summary(incidents: list[dict[str, Any]], redactor: Redactor) -> str
         )
         deploys = inc.get("deploys") or []
         if deploys:
-            text += (
+            evidence += (
                 " Recent deploys: "
                 + "; ".join(
                     f"{d.get('service')} {d.get('from')} -> {d.get('to')} at {d.get('at')}"
@@ -52,9 +54,15 @@ def fallback_summary(incidents: list[dict[str, Any]], redactor: Redactor) -> str
                 )
                 + "."
             )
+        lines = [f"Incident {number}:"] if len(ordered) > 1 else []
+        lines += [
+            f"Root cause: {service} · {operation} (the detector's estimate)",
+            f"Evidence: {evidence}",
+            "Hypotheses: none; these are the detector's facts only.",
+        ]
         steps = _NEXT_STEPS.get(pattern)
-        if steps:
-            text += " Next: " + steps.format(root=root) + "."
-        paragraphs.append(redactor.redact(text))
+        lines.append("Next steps: " + (steps.format(root=root) + "." if steps else "-"))
+        lines.append("Confidence: medium")
+        paragraphs.append(redactor.redact("\n".join(lines)))
     paragraphs.append(MARK)
     return "\n\n".join(paragraphs)

@@ -26,6 +26,7 @@ from spanwatch.model import Event, EventType
 
 from ._batcher import Batch, Batcher
 from ._fallback import fallback_summary
+from ._grounding import check_answer
 from ._llm import Breaker, LLMError, LLMSettings, OllamaClient, Retryable
 from ._prompt import Prompt, build_prompt
 from ._redact import Redactor
@@ -33,7 +34,10 @@ from ._redact import Redactor
 log = structlog.get_logger("spanwatch.analyze")
 
 Publish = Callable[[Event], None]
+# the rated past analyses most like a batch's incidents (the store's ``similar``); blocking
+Similar = Callable[[list[dict[str, Any]], int], list[dict[str, Any]]]
 POLL_S = 0.25
+EXAMPLES = 2  # rated past analyses shown per prompt, at most
 
 
 def llm_settings(config: Config) -> LLMSettings:
@@ -60,9 +64,11 @@ class AnalysisStage:
         publish: Publish,
         registry: CollectorRegistry,
         client: OllamaClient | None = None,
+        similar: Similar | None = None,
     ) -> None:
         a, llm = config.analysis, config.llm
         self._publish = publish
+        self._similar = similar
         self._batcher = Batcher(a.batch_window, a.max_batch, a.min_severity, a.queue_batches)
         self._budget = a.prompt_tokens
         self._redactor = Redactor(ip_addresses=a.redact_ip_addresses)
@@ -128,7 +134,9 @@ class AnalysisStage:
     async def analyse(self, batch: Batch) -> None:
         """One batch: started, then tokens and completed, or failed."""
         incidents = [self._redactor.redact_mapping(i) for i in batch.incidents]
-        prompt = build_prompt(incidents, self._budget, self._redactor)
+        incidents.sort(key=lambda i: (i.get("severity", 5), i.get("detected_at", "")))
+        examples = await self._examples(incidents)
+        prompt = build_prompt(incidents, self._budget, self._redactor, examples)
         analysis_id = f"an-{uuid.uuid4().hex[:16]}"
         incident_ids = [str(i["id"]) for i in batch.incidents]
         use_model = self._client is not None and self._breaker.allows(time.monotonic())
@@ -152,6 +160,7 @@ class AnalysisStage:
                 "",
                 True,
                 {},
+                incidents,
             )
             self._outcomes.labels("fallback").inc()
             return
@@ -174,7 +183,19 @@ class AnalysisStage:
             return
         self._breaker.success()
         self._outcomes.labels("model").inc()
-        self._complete(analysis_id, incident_ids, prompt, text, self._model, False, stats)
+        self._complete(
+            analysis_id, incident_ids, prompt, text, self._model, False, stats, incidents
+        )
+
+    async def _examples(self, incidents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Rated past analyses of similar incidents; none when the store cannot say."""
+        if self._similar is None:
+            return []
+        try:
+            return await asyncio.to_thread(self._similar, incidents, EXAMPLES)
+        except Exception as exc:  # examples help; their absence must not stop the analysis
+            log.warning("no examples for the prompt", error=str(exc))
+            return []
 
     async def _call_model(self, analysis_id: str, prompt: Prompt) -> tuple[str, dict[str, Any]]:
         assert self._client is not None
@@ -228,7 +249,15 @@ class AnalysisStage:
         model: str,
         fallback: bool,
         stats: dict[str, Any],
+        incidents: list[dict[str, Any]],
     ) -> None:
+        checked = check_answer(text, incidents, prompt.facts)
+        if not checked.grounding["passed"]:
+            log.info(
+                "analysis not grounded",
+                analysis_id=analysis_id,
+                problems=checked.grounding["problems"],
+            )
         self._publish(
             Event(
                 EventType.ANALYSIS_COMPLETED,
@@ -240,6 +269,9 @@ class AnalysisStage:
                     "fallback": fallback,
                     "counters": stats,
                     "prompt": prompt.to_dict(),
+                    "parts": checked.parts,
+                    "grounding": checked.grounding,
+                    "example_ids": list(prompt.example_ids),
                 },
             )
         )

@@ -136,7 +136,9 @@ class Daemon:
         # (monotonic time, accepted spans) about once a second: the ingest rate of /api/status
         self._ingest_samples: deque[tuple[float, float]] = deque(maxlen=11)
         self._sampler: asyncio.Task[None] | None = None
-        self.analysis = AnalysisStage(config, self.hub.publish, self.registry)
+        self.analysis = AnalysisStage(
+            config, self.hub.publish, self.registry, similar=self.store.similar
+        )
         self.hub.add_listener(self.analysis)
         self.events: OtelEvents | None = None
         if events_enabled(config.events):

@@ -10,7 +10,10 @@
 Rules: an analysis counts with its latest rating only. A bad rating without a correction has no
 better answer to teach: it is left out of every format (it still counts in the stats). ``dpo``
 takes only bad ratings with a correction. Records with the same prompt are deduplicated, the
-most recently rated one kept. Facts-only summaries (not written by a model) are never exported.
+most recently rated one kept. A facts-only summary (not written by a model) is exported only
+when an operator corrected it: the prompt the model would have been given, with the correction
+as the answer, marked ``"fallback": true`` (never in ``dpo``: no model wrote the rejected text).
+``seed`` records also carry the ``incidents`` the analysis explained, for ``spanwatch eval llm``.
 """
 
 from __future__ import annotations
@@ -35,7 +38,10 @@ def export_records(rated: list[RatedAnalysis], fmt: str) -> Records:
         corrected = r.rating == "bad" and bool(r.correction.strip())
         if r.rating == "bad" and not corrected:
             continue
+        if r.fallback and (not corrected or fmt == "dpo"):
+            continue
         completion = r.correction if corrected else r.text
+        mark: dict[str, Any] = {"fallback": True} if r.fallback else {}
         if fmt == "seed":
             out.append(
                 {
@@ -45,7 +51,9 @@ def export_records(rated: list[RatedAnalysis], fmt: str) -> Records:
                     "rating": r.rating,
                     "system": r.system,
                     "analysis_id": r.analysis_id,
+                    "incidents": list(r.incidents),
                 }
+                | mark
             )
         elif fmt == "chat":
             out.append(
@@ -56,9 +64,10 @@ def export_records(rated: list[RatedAnalysis], fmt: str) -> Records:
                         {"role": "assistant", "content": completion},
                     ]
                 }
+                | mark
             )
         elif fmt == "alpaca":
-            out.append({"instruction": r.system, "input": r.user, "output": completion})
+            out.append({"instruction": r.system, "input": r.user, "output": completion} | mark)
         elif corrected:  # dpo
             out.append(
                 {"prompt": r.user, "chosen": r.correction, "rejected": r.text, "system": r.system}

@@ -24,6 +24,8 @@ import structlog
 
 from spanwatch.model import Rating, RatingValue, StorageUnavailable, UnknownAnalysis, rfc3339_ns
 
+from . import _similar
+
 Redact = Callable[[str], str]
 
 log = structlog.get_logger("spanwatch.store")
@@ -77,6 +79,13 @@ MIGRATIONS: list[str] = [
     CREATE INDEX incidents_by_detection ON incidents(detected_at DESC, id DESC);
     CREATE INDEX incidents_by_status ON incidents(status, detected_at DESC);
     """,
+    # 3: an analysis's parsed answer, its grounding checks and the examples its prompt showed
+    """
+    ALTER TABLE analyses ADD COLUMN parts TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE analyses ADD COLUMN grounding TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE analyses ADD COLUMN example_ids TEXT NOT NULL DEFAULT '[]';
+    CREATE INDEX incidents_by_root ON incidents(root_service, root_operation);
+    """,
 ]
 
 # Filters of Store.incidents(): the column (or JSON field of the body) each one matches.
@@ -107,6 +116,9 @@ class RatedAnalysis:
     correction: str
     rated_at_ns: int
     patterns: tuple[str, ...]
+    # a facts-only summary (not written by a model) that an operator corrected
+    fallback: bool = False
+    incidents: tuple[dict[str, Any], ...] = ()
 
 
 @contextmanager
@@ -237,7 +249,9 @@ class Store:
                 )
             ]
             self._db.execute(
-                "INSERT OR IGNORE INTO analyses VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT OR IGNORE INTO analyses (id, incident_ids, status, model, fallback, text, "
+                "reason, prompt_system, prompt_user, counters, patterns, started_at, finished_at) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     message["analysis_id"],
                     json.dumps(message["incident_ids"]),
@@ -258,7 +272,8 @@ class Store:
             prompt = message.get("prompt") or {}
             self._db.execute(
                 "UPDATE analyses SET status=?, text=?, reason=?, model=?, fallback=?, "
-                "prompt_system=?, prompt_user=?, counters=?, finished_at=? WHERE id=?",
+                "prompt_system=?, prompt_user=?, counters=?, finished_at=?, parts=?, "
+                "grounding=?, example_ids=? WHERE id=?",
                 (
                     "completed" if kind == "analysis.completed" else "failed",
                     message.get("text", ""),
@@ -269,6 +284,9 @@ class Store:
                     prompt.get("user", ""),
                     json.dumps(message.get("counters") or {}),
                     now,
+                    json.dumps(message.get("parts") or []),
+                    json.dumps(message.get("grounding") or {}),
+                    json.dumps(message.get("example_ids") or []),
                     message["analysis_id"],
                 ),
             )
@@ -327,15 +345,19 @@ class Store:
         return out
 
     def rated(self, since_ns: int = 0) -> list[RatedAnalysis]:
-        """Every rated, model-written analysis with its latest rating, oldest rating first."""
+        """Every rated analysis with its latest rating, oldest rating first: the model-written
+        ones, and the facts-only summaries that were corrected (``fallback``)."""
         self.flush()
         with _translated("read the ratings"), self._lock:
             rows = self._db.execute(
                 "SELECT a.id, a.prompt_system, a.prompt_user, a.text, a.model, r.rating, "
-                "r.correction, r.rated_at_ns, a.patterns "
+                "r.correction, r.rated_at_ns, a.patterns, a.fallback, "
+                "(SELECT json_group_array(json(body)) FROM incidents WHERE id IN "
+                "(SELECT value FROM json_each(a.incident_ids))) "
                 "FROM ratings r JOIN analyses a ON a.id = r.analysis_id "
                 "WHERE r.id = (SELECT MAX(id) FROM ratings WHERE analysis_id = r.analysis_id) "
-                "AND r.rated_at_ns >= ? AND a.fallback = 0 ORDER BY r.rated_at_ns, r.id",
+                "AND r.rated_at_ns >= ? AND (a.fallback = 0 OR (r.rating = 'bad' AND "
+                "r.correction != '')) ORDER BY r.rated_at_ns, r.id",
                 (since_ns,),
             ).fetchall()
         return [
@@ -349,9 +371,19 @@ class Store:
                 self._redact(r[6]),
                 r[7],
                 tuple(json.loads(r[8])),
+                bool(r[9]),
+                tuple(json.loads(r[10] or "[]")),
             )
             for r in rows
         ]
+
+    def similar(self, incidents: list[dict[str, Any]], limit: int = 2) -> list[dict[str, Any]]:
+        """The rated past analyses most like ``incidents`` (see ``_similar``), best first."""
+        with _translated("find similar rated analyses"), self._lock:
+            found = _similar.similar(self._db, incidents, limit)
+        for item in found:
+            item["answer"] = self._redact(item["answer"])
+        return found
 
     # -- reading incidents ---------------------------------------------------------------------
 
@@ -463,8 +495,8 @@ class Store:
         with _translated("read the analysis"), self._lock:
             row = self._db.execute(
                 "SELECT id, status, model, fallback, incident_ids, patterns, text, reason, "
-                "prompt_system, prompt_user, counters, started_at, finished_at "
-                "FROM analyses WHERE id=?",
+                "prompt_system, prompt_user, counters, started_at, finished_at, parts, "
+                "grounding, example_ids FROM analyses WHERE id=?",
                 (analysis_id,),
             ).fetchone()
             if row is None:
@@ -495,6 +527,9 @@ class Store:
             "counters": json.loads(row[10]),
             "started_at": row[11],
             "finished_at": row[12],
+            "parts": json.loads(row[13]),
+            "grounding": json.loads(row[14]),
+            "example_ids": json.loads(row[15]),
             "incidents": incidents,
             "ratings": [
                 Rating(analysis_id, RatingValue(r[0]), r[1], r[3], r[2]).to_dict() for r in ratings
