@@ -15,6 +15,7 @@ from spanwatch.model import Pattern
 from spanwatch.sim import TOPOLOGIES
 from spanwatch.store import FORMATS
 
+from . import _eval_llm
 from . import _ops as ops
 from . import _training as training
 from ._demo import demo
@@ -237,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"fleet trouble applied to every run: {', '.join(CONDITIONS)}, or all",
     )
     ev.add_argument("--json", action="store_true", help="print the scores as JSON")
+    _eval_llm.add_arguments(ev)
     return parser
 
 
@@ -307,6 +309,12 @@ def _run(args: argparse.Namespace) -> int:
         return simulate(
             args.target, args.speed, args.scenario, duration, args.seed, args.rate, args.token
         )
+    elif args.command == "eval" and args.what == "llm":
+        try:
+            host = load().llm.host
+        except ConfigError:
+            host = os.environ.get("OLLAMA_HOST", "http://127.0.0.1:11434")
+        return _eval_llm.run(args, api, host)
     elif args.command == "eval":
         patterns = [p for p in args.patterns.split(",") if p] or None
         topologies = list(TOPOLOGIES) if args.topology == "all" else args.topology.split(",")

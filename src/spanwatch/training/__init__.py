@@ -151,6 +151,7 @@ def train(
             merge,
             converter,
         )
+        report["eval_llm"] = _eval_llm(base_model, data, staging, val_set, converter)
         report["duration_s"] = round(time.monotonic() - started, 1)
         (staging / "train_report.json").write_text(json.dumps(report, indent=2) + "\n")
         if output.exists():
@@ -177,6 +178,23 @@ def summary(report: dict[str, Any]) -> list[str]:
             f"held-out answers: perplexity {helped['base_perplexity']} (base) -> "
             f"{helped['adapted_perplexity']} (adapted), {helped['held_out_examples']} examples"
         )
+    scored = report.get("eval_llm") or {}
+    if scored.get("status") == "done":
+        base, adapted = scored["base"], scored["adapted"]
+
+        def pair(key: str) -> str:
+            def show(value: Any) -> str:
+                return "-" if value is None else f"{value:.2f}"
+
+            return f"{show(base.get(key))} -> {show(adapted.get(key))}"
+
+        lines.append(
+            f"eval llm on {scored['cases']} held-out examples (base -> adapted): structure "
+            f"{pair('structure_valid')}, grounding {pair('grounding_pass_rate')}, root cause "
+            f"{pair('root_cause_accuracy')}, ROUGE-L {pair('agreement_rouge_l')}"
+        )
+    elif scored:
+        lines.append(f"eval llm {scored.get('status')}: {scored.get('reason', '')}")
     check = report.get("llama_cpp_check") or {}
     status = check.get("status", "skipped")
     if status in ("skipped", "error"):
@@ -201,6 +219,69 @@ def summary(report: dict[str, Any]) -> list[str]:
                 f"{rounded} its rounding ({merged['deployed_max_abs_logit_diff']:.2g} from it)"
             )
     return lines
+
+
+# held-out examples the base and adapted models are asked in llama.cpp, and their answer length
+EVAL_CASES = 8
+EVAL_TOKENS = 256
+
+
+def _eval_llm(
+    base_model: str, data: Path, staging: Path, val_set: list[Example], converter: Path | None
+) -> dict[str, Any]:
+    """Base against adapted on the held-out examples, in llama.cpp, scored as by
+    ``spanwatch eval llm`` (structure, grounding, root cause, ROUGE-L against the operators'
+    answers); the report's ``eval_llm``. Skipped, never raised, when it cannot run."""
+    from spanwatch.analyze import _evaluate as ev
+
+    from ._llamacpp import convert, llama_cpp_version
+
+    if not val_set:
+        return {"status": "skipped", "reason": "no held-out examples (--val-split)"}
+    if llama_cpp_version() is None:
+        return {"status": "skipped", "reason": "llama-cpp-python is not installed"}
+    work = staging / ".eval"
+    try:
+        converter = converter or find_converter()
+        model_dir = Path(base_model)
+        if not model_dir.is_dir():
+            from huggingface_hub import snapshot_download
+
+            model_dir = Path(snapshot_download(base_model, local_files_only=True))
+        incidents: dict[str, list[Any]] = {}
+        with data.open(encoding="utf-8") as fh:
+            for line in fh:
+                record = json.loads(line) if line.strip() else {}
+                if isinstance(record, dict) and record.get("incidents"):
+                    incidents[str(record.get("prompt", ""))] = record["incidents"]
+        cases = [
+            ev.case_from_record(
+                {
+                    "analysis_id": f"held-out-{n}",
+                    "system": e.system,
+                    "prompt": e.user,
+                    "completion": e.answer,
+                    "incidents": incidents.get(e.user, []),
+                }
+            )
+            for n, e in enumerate(val_set[:EVAL_CASES])
+        ]
+        work.mkdir(parents=True, exist_ok=True)
+        base_gguf = work / "base.gguf"
+        convert(model_dir, base_gguf, MERGED_OUTTYPE, converter)
+        scores: dict[str, Any] = {"status": "done", "cases": len(cases), "outtype": MERGED_OUTTYPE}
+        for role, lora in (("base", None), ("adapted", staging / "adapter.gguf")):
+            engine = ev.LlamaCpp(base_gguf, lora, EVAL_TOKENS)
+            try:
+                result = ev.evaluate(cases, engine, role)
+            finally:
+                engine.close()
+            scores[role] = {k: v for k, v in result.items() if k not in ("rows", "model")}
+        return scores
+    except Exception as exc:  # the adapter is written either way; the report says why not
+        return {"status": "error", "reason": f"{type(exc).__name__}: {exc}"}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _format_has_ratings(data: Path) -> bool:
