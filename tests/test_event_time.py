@@ -172,3 +172,73 @@ def test_two_environments_of_the_same_services_keep_apart() -> None:
         "service.namespace": "shop",
         "deployment.environment.name": "prod",
     }
+
+
+def _rebatched(batches: list[SpanBatch], seconds: int) -> list[SpanBatch]:
+    """The same spans in batches of ``seconds`` of event time each."""
+    return [
+        SpanBatch.from_spans([s for b in batches[i : i + seconds] for s in b.rows()])
+        for i in range(0, len(batches), seconds)
+    ]
+
+
+def test_long_batches_are_on_the_clock() -> None:
+    """The same traffic in batches of 1 s, 70 s or 4 minutes of event time each (a fast
+    replay): nothing is corrected, nothing is late, no epoch, the same incidents."""
+    batches = _batches(seconds=WARMUP + 360)
+    expected = _found(_run(Detector(), batches))
+    for seconds in (70, 240):
+        detector = Detector()
+        assert _found(_run(detector, _rebatched(batches, seconds))) == expected, seconds
+        assert not detector.clock.corrected
+        assert detector.late_spans == 0
+        assert detector.clock.epochs == 0
+
+
+def test_new_sources_a_little_ahead_do_not_drag_the_fleet() -> None:
+    """Lone spans from three new sources, 55, 110 and 165 s ahead, one after another: the
+    fleet's time stays with the fleet, nothing is held, late or forgotten."""
+    batches = _batches(seconds=WARMUP + 360)
+    expected = _opened(_run(Detector(), batches))
+    fleet = list(batches)
+    for n, skew in enumerate((55, 110, 165)):
+        span = replace(_shifted(batches[400].row(n), skew * NS), source=f"browser-{n}")
+        fleet.insert(401 + n, SpanBatch.from_spans([replace(span, span_id=bytes([n + 1]) * 8)]))
+    detector = Detector()
+    assert _opened(_run(detector, fleet)) == expected
+    assert detector.clock.epochs == 0
+    assert detector.late_spans == 0
+    assert detector.clock.held_spans == 0
+
+
+def test_one_wrong_clock_alone_never_starts_an_epoch() -> None:
+    """One source an hour ahead sends two batches 25 s apart back to back: it is corrected
+    when the fleet's next batch comes; time does not move for everyone."""
+    batches = _batches(seconds=WARMUP + 360)
+    expected = _opened(_run(Detector(), batches))
+    wrong = [
+        SpanBatch.from_spans(
+            [replace(_shifted(s, 3600 * NS), source="wrong\x1f\x1fw-1") for s in b.rows()[:20]]
+        )
+        for b in (batches[500], batches[525])
+    ]
+    detector = Detector()
+    got = _opened(_run(detector, [*batches[:501], *wrong, *batches[501:]]))
+    assert got == expected
+    assert detector.clock.epochs == 0
+    assert sum(detector.clock.corrected.values()) == 40
+    assert {direction for _, direction in detector.clock.corrected} == {"ahead"}
+
+
+def test_held_batches_are_judged_when_time_moves_on_without_them() -> None:
+    """Off-clock batches that come last, with nothing on time after them, are not kept
+    forever: once event time has moved on they are judged as wrong clocks."""
+    batches = _batches(seconds=WARMUP)
+    detector = Detector()
+    _run(detector, batches)
+    lone = SpanBatch.from_spans([_shifted(batches[-1].row(0), YEAR)])
+    detector.process(lone)
+    assert detector.clock.held_spans == 1
+    detector.advance(detector.watermark_ns + 40 * NS)
+    assert detector.clock.held_spans == 0
+    assert sum(detector.clock.corrected.values()) == 1

@@ -96,9 +96,10 @@ class DetectionStage:
             self._noted = {k: t for k, t in self._noted.items() if now - t < NOTE_INTERVAL_S}
         for note in notes:
             if note.kind == "epoch":
+                kept = "baselines kept" if note.source == "forward" else "judged afresh"
                 log.warning(
-                    "traffic far from the detector's event time: a new epoch starts "
-                    "(open incidents resolved, baselines kept)",
+                    f"traffic far from the detector's event time: a new epoch starts "
+                    f"({note.source}: open incidents resolved, {kept})",
                     spans=note.spans,
                     jump_s=round(note.skew_ns / 1e9, 1),
                 )

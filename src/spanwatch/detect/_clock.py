@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import NamedTuple
 
 from spanwatch.model import SpanBatch
@@ -72,6 +73,9 @@ class Admitted:
     epoch: str = ""
 
 
+MAX_NOTES = 10_000  # notes kept until the daemon drains them (a library user may never)
+
+
 @dataclass(slots=True)
 class EventClock:
     max_lag_ns: int
@@ -85,10 +89,14 @@ class EventClock:
     epochs: int = 0
     corrected: Counter[tuple[str, str]] = field(default_factory=Counter)  # (service, direction)
     notes: list[ClockNote] = field(default_factory=list)
+    # every source seen (bounded, least recently seen first): a source's first batch may not
+    # lead the fleet's time, and the sources seen lately are who must agree that time moved
     _sources: OrderedDict[str, _Source] = field(default_factory=OrderedDict)
     _lagging: dict[str, _Source] = field(default_factory=dict)
     _held: list[SpanBatch] = field(default_factory=list)
     _held_spans: int = 0
+    _held_since: int = 0  # the fleet's time when the first held batch came
+    _upper: int = 0  # the latest on-clock end for the batch being judged (0: front + max_ahead)
 
     # -- what the detector asks ------------------------------------------------------------
 
@@ -100,7 +108,7 @@ class EventClock:
             self.front = sorted(ends)[len(ends) // 2]
         lo, hi = min(ends), max(ends)
         if not self._held and self._in_bounds(lo) and self._in_bounds(hi):
-            self._track_lag(batch, lo, hi)
+            self._track(batch, lo, hi)
             return [Admitted(batch)]
         return self._slow(batch)
 
@@ -113,8 +121,13 @@ class EventClock:
             del self._lagging[src]
         return min((s.front_ns for s in self._lagging.values()), default=None)
 
-    def advance(self, watermark_ns: int) -> None:
+    def advance(self, watermark_ns: int) -> list[Admitted]:
+        """Event time moves on without spans; batches held for ``live_ns`` of it with nothing
+        on time to tell them by are judged as wrong clocks (corrected) rather than kept."""
         self.front = max(self.front, watermark_ns)
+        if self._held and self.front - self._held_since >= self.live_ns:
+            return [Admitted(self._correct(held)) for held in self._release()]
+        return []
 
     @property
     def lagging(self) -> dict[str, int]:
@@ -131,25 +144,58 @@ class EventClock:
         self._sources.clear()
         self._lagging.clear()
 
+    def note(self, note: ClockNote) -> None:
+        if len(self.notes) >= MAX_NOTES:
+            del self.notes[: MAX_NOTES // 2]
+        self.notes.append(note)
+
     # -- the fast path: on-time batches ----------------------------------------------------
 
     def _in_bounds(self, t: int) -> bool:
-        return self.front - self.max_lag_ns <= t <= self.front + self.max_ahead_ns
+        upper = self._upper or self.front + self.max_ahead_ns
+        return self.front - self.max_lag_ns <= t <= upper
 
-    def _track_lag(self, batch: SpanBatch, lo: int, hi: int) -> None:
-        """Note which sources lag behind the fleet, and which caught up."""
-        front = self.front = max(self.front, hi)
+    def _track(self, batch: SpanBatch, lo: int, hi: int) -> None:
+        """Move the fleet's time on, and note which sources lag behind it and which caught
+        up. A source's first batch leads the fleet by ``lateness`` at most: one new emitter
+        (a browser, a host with a clock a little ahead) cannot drag everyone's time along."""
+        sources = self._sources
+        distinct = dict.fromkeys(batch.source)
+        new = [src for src in distinct if src not in sources]
+        front = self.front
+        per_source: dict[str, list[int]] | None = None
+        if new and hi > front + self.lateness_ns:
+            per_source = filing.group(batch.source, 0, len(batch.end_ns))
+            ends = batch.end_ns
+            hi = max(
+                (
+                    min(latest, front + self.lateness_ns) if src in new else latest
+                    for src, rows in per_source.items()
+                    for latest in (max(take(ends, rows)),)
+                ),
+                default=front,
+            )
+        front = self.front = max(front, hi)
+        service = batch.service
+        for src in new:
+            self._source(src, service[batch.source.index(src)])
+        for src in distinct:
+            state = sources[src]
+            sources.move_to_end(src)
+            state.seen_at_ns = front
         if lo >= front - self.lateness_ns:
             if self._lagging:  # every source of the batch is on time
-                for src in dict.fromkeys(batch.source):
+                for src in distinct:
                     self._lagging.pop(src, None)
             return
         ends = batch.end_ns
-        for src, rows in filing.group(batch.source, 0, len(ends)).items():
+        if per_source is None:
+            per_source = filing.group(batch.source, 0, len(ends))
+        for src, rows in per_source.items():
             latest = max(take(ends, rows))
             if front - latest > self.lateness_ns:
-                state = self._source(src, batch.service[rows[0]])
-                state.front_ns, state.seen_at_ns = latest, front
+                state = sources[src]
+                state.front_ns = latest
                 self._lagging[src] = state
             else:
                 self._lagging.pop(src, None)
@@ -157,7 +203,7 @@ class EventClock:
     def _source(self, src: str, service: str) -> _Source:
         state = self._sources.get(src)
         if state is None:
-            state = self._sources[src] = _Source(service)
+            state = self._sources[src] = _Source(service, seen_at_ns=self.front)
             while len(self._sources) > self.max_sources:
                 old, _ = self._sources.popitem(last=False)
                 self._lagging.pop(old, None)
@@ -167,22 +213,40 @@ class EventClock:
 
     # -- the slow path: spans off the fleet's clock ----------------------------------------
 
+    def _chain(self, ends: list[int]) -> int:
+        """The latest end on the fleet's clock for a batch that runs on past ``max_ahead``:
+        its spans in end order, each within ``max_ahead`` of the one before (a batch covering
+        minutes of a replay is on the clock; a span minutes past the rest is not)."""
+        upper = self.front + self.max_ahead_ns
+        for end in sorted(ends):
+            if end > upper:
+                break
+            upper = max(upper, end + self.max_ahead_ns)
+        return upper
+
     def _slow(self, batch: SpanBatch) -> list[Admitted]:
         ends = batch.end_ns
-        groups = filing.group(batch.source, 0, len(ends))
-        medians = _medians(ends, groups)
-        on_clock = [
-            src
-            for src, m in medians.items()
-            if self._in_bounds(m) or self._in_bounds(m + self._offset(src))
-        ]
-        if not on_clock:  # nothing here on the fleet's clock: wrong clocks, or time moved
-            self._held.append(batch)
-            self._held_spans += len(ends)
-            return self._maybe_new_epoch()
-        out = [Admitted(self._correct(held)) for held in self._release()]
-        out.append(Admitted(self._correct(batch, groups, medians)))
-        return out
+        self._upper = self._chain(ends)
+        try:
+            groups = filing.group(batch.source, 0, len(ends))
+            medians = _medians(ends, groups)
+            on_clock = [
+                src
+                for src, m in medians.items()
+                if self._in_bounds(m) or self._in_bounds(m + self._offset(src))
+            ]
+            if not on_clock:  # nothing here on the fleet's clock: wrong clocks, or time moved
+                if not self._held:
+                    self._held_since = self.front
+                self._held.append(batch)
+                self._held_spans += len(ends)
+                return self._maybe_new_epoch()
+            out = [Admitted(self._correct(held)) for held in self._release()]
+            self._upper = self._chain(ends)
+            out.append(Admitted(self._correct(batch, groups, medians)))
+            return out
+        finally:
+            self._upper = 0
 
     def _offset(self, src: str) -> int:
         state = self._sources.get(src)
@@ -193,9 +257,26 @@ class EventClock:
         return held
 
     def _maybe_new_epoch(self) -> list[Admitted]:
+        """Whether the held batches show that time itself moved: they agree with each other
+        (their medians a chain within ``max_ahead``), they span ``epoch_after`` of their own
+        time over two or more batches, and they come from at least half the sources seen on
+        time lately (one wrong clock alone never moves everyone's time)."""
         held = self._held
+        medians = sorted(sorted(b.end_ns)[len(b.end_ns) // 2] for b in held)
+        agree = all(b - a <= self.max_ahead_ns for a, b in pairwise(medians))
         times = [t for b in held for t in (min(b.end_ns), max(b.end_ns))]
         spread = max(times) - min(times)
+        held_sources = {src for b in held for src in dict.fromkeys(b.source)}
+        recent = [
+            src
+            for src, state in self._sources.items()
+            if self._held_since - state.seen_at_ns <= self.live_ns and state.offset_ns == 0
+        ]
+        enough = len(held_sources) * 2 >= len(recent)
+        if not (agree and enough):
+            if self._held_spans >= self.max_held:  # bounded: judge them as wrong clocks
+                return [Admitted(self._correct(b)) for b in self._release()]
+            return []
         if not (
             (len(held) >= 2 and spread >= self.epoch_after_ns) or self._held_spans >= self.max_held
         ):
@@ -203,19 +284,20 @@ class EventClock:
         batches = self._release()
         old = self.front
         self.start_epoch()
-        self.front = sorted(batches[0].end_ns)[len(batches[0].end_ns) // 2]
-        self.notes.append(
-            ClockNote("epoch", "", "", sum(len(b) for b in batches), self.front - old)
-        )
+        self.front = medians[len(medians) // 2] if len(batches) > 2 else medians[0]
+        direction = BACKWARD if self.front < old else FORWARD
+        self.note(ClockNote("epoch", direction, "", sum(len(b) for b in batches), self.front - old))
         out: list[Admitted] = []
         for b in batches:  # on the new clock now, but each may still hold a wrong one
             lo, hi = min(b.end_ns), max(b.end_ns)
             if self._in_bounds(lo) and self._in_bounds(hi):
-                self._track_lag(b, lo, hi)
+                self._track(b, lo, hi)
                 out.append(Admitted(b))
             else:
+                self._upper = self._chain(b.end_ns)
                 out.append(Admitted(self._correct(b)))
-        out[0].epoch = BACKWARD if self.front < old else FORWARD
+                self._upper = 0
+        out[0].epoch = direction
         return out
 
     def _correct(
@@ -229,9 +311,7 @@ class EventClock:
         if groups is None:
             groups = filing.group(batch.source, 0, len(ends))
         if medians is None:
-            medians = {
-                src: sorted(take(ends, rows))[len(rows) // 2] for src, rows in groups.items()
-            }
+            medians = _medians(ends, groups)
         shift: dict[int, int] = {}  # row -> ns added to its times
         for src, rows in groups.items():
             service = batch.service[rows[0]]
@@ -240,13 +320,13 @@ class EventClock:
             if self._in_bounds(m):
                 state.offset_ns = 0
             elif not self._in_bounds(m + state.offset_ns):
-                state.offset_ns = self.front - m
+                # its latest span at the fleet's time: none of it ahead of everyone
+                state.offset_ns = self.front - max(take(ends, rows))
             offset = state.offset_ns
-            state.seen_at_ns = self.front
             if offset:
                 direction = AHEAD if offset < 0 else BEHIND
                 self.corrected[(service, direction)] += len(rows)
-                self.notes.append(ClockNote(direction, src, service, len(rows), -offset))
+                self.note(ClockNote(direction, src, service, len(rows), -offset))
             wild = 0
             for row in rows:
                 moved = ends[row] + offset
@@ -256,14 +336,13 @@ class EventClock:
                 else:  # one wild span: onto its source's median
                     shift[row] = m + offset - ends[row]
                     wild += 1
-                    direction = AHEAD if shift[row] < 0 else BEHIND
-                    self.corrected[(service, direction)] += 1
+                    if not offset:  # (with an offset, the source's count has it already)
+                        direction = AHEAD if shift[row] < 0 else BEHIND
+                        self.corrected[(service, direction)] += 1
             if wild and not offset:
-                self.notes.append(
-                    ClockNote("wild", src, service, wild, max(ends[r] for r in rows) - m)
-                )
+                self.note(ClockNote("wild", src, service, wild, max(ends[r] for r in rows) - m))
         if not shift:
-            self._track_lag(batch, min(ends), max(ends))
+            self._track(batch, min(ends), max(ends))
             return batch
         columns = batch.columns()
         new_ends, new_starts = list(ends), list(starts)
@@ -272,7 +351,7 @@ class EventClock:
             new_starts[row] += delta
         columns["end_ns"], columns["start_ns"] = new_ends, new_starts
         fixed = SpanBatch(**columns)
-        self._track_lag(fixed, min(new_ends), max(new_ends))
+        self._track(fixed, min(new_ends), max(new_ends))
         return fixed
 
 

@@ -21,7 +21,6 @@ from operator import eq
 from typing import Any, NamedTuple
 
 from spanwatch.model import (
-    SCOPE_SEPARATOR,
     Deploy,
     Event,
     EventType,
@@ -207,17 +206,18 @@ class Detector:
         by_end = take(ends, order)
         events: list[Event] = []
         batch_keys: dict[tuple[str, str, str, int, str], Key] = {}  # each key touched once
-        hold = self.clock.hold()  # lagging sources: no window closes past their latest span
+        # No window closes past the fleet's time (a span may end a little ahead of it), nor
+        # past a lagging source's latest span while it is waited for.
+        front = self.clock.front
+        hold = self.clock.hold()
+        limit = front if hold is None else min(hold, front)
         pos = 0
         while pos < n:
             # the spans before the first one whose end lets the next window close
             boundary = (self._closed + 2) * w + lateness
-            if hold is not None and hold < boundary:
-                closes_at = n
-            else:
-                closes_at = bisect_left(by_end, boundary, pos)
+            closes_at = n if limit < boundary else bisect_left(by_end, boundary, pos)
             if closes_at == pos:
-                self.watermark_ns = max(self.watermark_ns, by_end[pos])
+                self.watermark_ns = max(self.watermark_ns, min(by_end[pos], front))
                 closed = self._close_until(self.watermark_ns)
                 if on_events is not None:
                     on_events(closed)
@@ -231,7 +231,7 @@ class Detector:
                 self._file(batch, order[on_time:closes_at], by_end[on_time:closes_at], batch_keys)
             pos = closes_at
         if n:
-            self.watermark_ns = max(self.watermark_ns, by_end[-1])
+            self.watermark_ns = max(self.watermark_ns, min(by_end[-1], front))
         return events + self._close_until(self.watermark_ns)
 
     def _count_late(self, b: SpanBatch, rows: list[int], ends: list[int]) -> None:
@@ -239,12 +239,14 @@ class Detector:
         self.late_spans += len(rows)
         closed_end = (self._closed + 1) * self._w
         by_source: dict[str, list[int]] = {}
+        service_of: dict[str, str] = {}
         for row, end in zip(rows, ends, strict=True):
             by_source.setdefault(b.source[row], []).append(end)
+            service_of.setdefault(b.source[row], b.service[row])
         for source, source_ends in by_source.items():
-            service = source.partition(SCOPE_SEPARATOR)[0] or "unknown_service"
+            service = service_of[source]
             self.late[service] += len(source_ends)
-            self.clock.notes.append(
+            self.clock.note(
                 ClockNote("late", source, service, len(source_ends), min(source_ends) - closed_end)
             )
 
@@ -452,8 +454,10 @@ class Detector:
         """Move event time forward without spans (the daemon does this when traffic stops)."""
         if watermark_ns > self.watermark_ns:
             self.watermark_ns = watermark_ns
-        self.clock.advance(self.watermark_ns)
-        return self._close_until(self.watermark_ns)
+        events: list[Event] = []
+        for item in self.clock.advance(self.watermark_ns):  # held too long: wrong clocks
+            events += self._file_batch(item.batch)
+        return events + self._close_until(self.watermark_ns)
 
     def _forget(self, key: Key) -> None:
         self.dropped_keys += 1
@@ -469,8 +473,7 @@ class Detector:
         if self._closed < 0:
             return []
         hold = self.clock.hold()
-        if hold is not None:
-            watermark_ns = min(watermark_ns, hold)
+        watermark_ns = min(watermark_ns, self.clock.front, hold or watermark_ns)
         last = (watermark_ns - int(self.settings.lateness_s * 1e9)) // self._w - 1
         events: list[Event] = []
         silence = self.settings.max_silence_windows
@@ -594,10 +597,12 @@ class Detector:
 
     def _common_elsewhere(self, signature: str, service: tuple[str, str]) -> bool:
         """A generic failure (a transport status many services raise) is not a new error."""
-        others = sum(
-            1 for svc, known in self._known_errors.items() if svc != service and signature in known
-        )
-        return others >= 2
+        others = {
+            svc[0]
+            for svc, known in self._known_errors.items()
+            if svc[0] != service[0] and signature in known
+        }  # other services by name: one service in three environments is one service
+        return len(others) >= 2
 
     def _retry_findings(
         self, traces: list[list[Any]], accs: dict[Key, WindowAcc]
