@@ -6,14 +6,45 @@ STAMP  := $(VENV)/.installed
 TRAIN_STAMP := $(VENV)/.installed-train
 ARGS   ?=
 
-.PHONY: run test lint fmt bench profile demo eval clean
+# Every install takes the versions pinned in constraints.txt (refresh them with make lock).
+CONSTRAINTS := constraints.txt
+PIP_INSTALL := $(PY) -m pip install --quiet --constraint $(CONSTRAINTS)
 
-$(STAMP): pyproject.toml
+.PHONY: run test test-fast native sanitize lock lint fmt bench profile demo eval clean
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "spanwatch needs Python 3.11+")'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PIP_INSTALL) -e '.[test]'
 	touch $(STAMP)
+
+# The C fast paths, rebuilt in place whenever their source changes (pip's editable install
+# builds them too, but only when pyproject.toml changes). With SPANWATCH_REQUIRE_NATIVE=1 (CI)
+# warnings are errors and a module that did not build or does not import stops the build;
+# without it a machine with no compiler goes on with the Python references, and says so.
+NATIVE_SOURCES := src/spanwatch/otlp/_wire.c src/spanwatch/detect/_kernel.c
+NATIVE_MODULES := spanwatch.otlp._wire spanwatch.detect._kernel
+comma := ,
+space := $(subst ,, )
+NATIVE_STAMP   := $(VENV)/.built-native
+NATIVE_WARNINGS ?= -Wall -Wextra $(if $(filter 1,$(SPANWATCH_REQUIRE_NATIVE)),-Werror)
+
+$(NATIVE_STAMP): $(NATIVE_SOURCES) $(STAMP)
+	rm -rf build/native src/spanwatch/otlp/_wire.*.so src/spanwatch/detect/_kernel.*.so
+	CPPFLAGS="$(NATIVE_WARNINGS)" $(PY) -c 'from setuptools import setup; setup()' build_ext \
+		--inplace --force --build-temp build/native/tmp --build-lib build/native/lib >/dev/null
+	@if $(PY) -c 'import $(subst $(space),$(comma),$(NATIVE_MODULES))' 2>/dev/null; then \
+		echo "C fast paths built: $(NATIVE_MODULES)"; \
+	elif [ "$(SPANWATCH_REQUIRE_NATIVE)" = 1 ]; then \
+		echo "C fast paths required (SPANWATCH_REQUIRE_NATIVE=1) but not importable:"; \
+		$(PY) -c 'import $(subst $(space),$(comma),$(NATIVE_MODULES))'; exit 1; \
+	else \
+		echo "C fast paths NOT built: the Python references run instead, slower"; \
+	fi
+	touch $(NATIVE_STAMP)
+
+native: $(NATIVE_STAMP)  ## build the C fast paths in place
 
 # The training stack (torch, transformers, peft, trl, datasets, gguf, llama-cpp-python): for the
 # tests and for spanwatch train, not for running the daemon. llama-cpp-python is built from
@@ -24,7 +55,7 @@ $(STAMP): pyproject.toml
 # $(VENV)/share/llama.cpp, where spanwatch train looks for them.
 $(TRAIN_STAMP): $(STAMP)
 	CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_BLAS=OFF -DLLAVA_BUILD=OFF" \
-	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PY) -m pip install --quiet -e '.[test,train]'
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PIP_INSTALL) -e '.[test,train]'
 	@set -e; v=$$($(PY) -c 'import llama_cpp; print(llama_cpp.__version__)'); \
 	src=$$(mktemp -d); trap 'rm -rf "$$src"' EXIT; \
 	$(PY) -m pip download --quiet --no-deps --no-binary :all: "llama-cpp-python==$$v" -d "$$src"; \
@@ -40,10 +71,54 @@ $(TRAIN_STAMP): $(STAMP)
 run: $(STAMP)  ## start the daemon on its embedded defaults (pass flags with ARGS=...)
 	$(VENV)/bin/spanwatchd $(ARGS)
 
-test: $(TRAIN_STAMP)  ## run the test suite
-	$(PY) -m pytest $(ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+# Coverage is reported (terminal summary and test-artifacts/coverage.xml), never a gate.
+COVERAGE := --cov=spanwatch --cov-report=term:skip-covered --cov-report=xml:test-artifacts/coverage.xml
 
-lint: $(TRAIN_STAMP)  ## ruff and mypy (over the training code too)
+test: $(TRAIN_STAMP) $(NATIVE_STAMP)  ## run the whole test suite, with a coverage report
+	$(PY) -m pytest $(COVERAGE) $(ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+
+# The inner loop: no training stack (torch) and no daemon subprocesses.
+test-fast: $(STAMP) $(NATIVE_STAMP)  ## the quick tests: no torch, no daemon subprocesses
+	$(PY) -m pytest -m "not slow" --ignore=tests/test_training.py \
+		--ignore=tests/test_training_llamacpp.py $(ARGS)
+
+# Both C extensions built with AddressSanitizer and UndefinedBehaviorSanitizer into
+# build/sanitize (a copy of the package; the normal .so files stay as they are), then under
+# them: the differential tests (C against the Python references) and atheris (libFuzzer) on
+# the decoders and on the kernel's entry points, from the committed corpora, FUZZ_SECONDS each.
+# Any sanitizer report, crash or differing answer fails.
+FUZZ_SECONDS ?= 60
+SANITIZE_DIR := build/sanitize
+SANITIZE_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -g -O1
+SANITIZE_ENV = LD_PRELOAD="$$(gcc -print-file-name=libasan.so)" PYTHONMALLOC=malloc \
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	PYTHONPATH=$(SANITIZE_DIR) SPANWATCH_SANITIZED=1 SPANWATCH_REQUIRE_NATIVE=1
+
+FUZZ_STAMP := $(VENV)/.installed-fuzz
+
+$(FUZZ_STAMP): $(STAMP)
+	$(PIP_INSTALL) -e '.[test,fuzz]'
+	touch $(FUZZ_STAMP)
+
+sanitize: $(FUZZ_STAMP)  ## ASan+UBSan build of the C paths: differential tests and a bounded fuzz run
+	@echo "== sanitizer job: ASan+UBSan (gcc), fuzz budget $(FUZZ_SECONDS) s per harness (2 harnesses)"
+	rm -rf $(SANITIZE_DIR); mkdir -p $(SANITIZE_DIR)
+	cp -r src/spanwatch $(SANITIZE_DIR)/
+	find $(SANITIZE_DIR) -name '*.so' -delete
+	CFLAGS="$(SANITIZE_FLAGS)" LDFLAGS="-fsanitize=address,undefined" $(PY) -c \
+		'from setuptools import setup; setup()' build_ext --force --build-temp build/sanitize-obj \
+		--build-lib $(SANITIZE_DIR) >/dev/null
+	ls $(SANITIZE_DIR)/spanwatch/otlp/_wire.*.so $(SANITIZE_DIR)/spanwatch/detect/_kernel.*.so
+	$(SANITIZE_ENV) $(PY) -m pytest -p no:cacheprovider -q tests/test_wire.py tests/test_kernel.py \
+		tests/test_native.py tests/test_sanitize.py
+	@mkdir -p build/fuzz/decoders build/fuzz/kernel
+	$(SANITIZE_ENV) $(PY) benchmarks/atheris_decoders.py build/fuzz/decoders benchmarks/corpus/decoders \
+		-max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=4096 -artifact_prefix=build/fuzz/ -print_final_stats=1
+	$(SANITIZE_ENV) $(PY) benchmarks/atheris_kernel.py build/fuzz/kernel benchmarks/corpus/kernel \
+		-max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=4096 -artifact_prefix=build/fuzz/ -print_final_stats=1
+	@echo "== sanitizer job passed: no report in the tests or in $(FUZZ_SECONDS) s of fuzzing per harness"
+
+lint: $(TRAIN_STAMP) $(NATIVE_STAMP)  ## ruff and mypy (over the training code too)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
 	$(VENV)/bin/mypy
@@ -80,5 +155,19 @@ bench: $(BENCH_STAMP)  ## benchmarks; a table and plots under benchmarks/results
 profile: $(BENCH_STAMP)  ## py-spy flame graph of the daemon under ingest load (needs ptrace)
 	$(PY) benchmarks/profile.py
 
+# constraints.txt: what a fresh venv resolves for every extra today, in a scratch venv.
+LOCK_VENV := build/lock-venv
+
+lock:  ## refresh constraints.txt from a scratch venv with every extra
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install --quiet --upgrade pip
+	CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_BLAS=OFF -DLLAVA_BUILD=OFF" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+		$(LOCK_VENV)/bin/pip install --quiet '.[test,train,bench,fuzz]'
+	{ echo "# Generated by make lock: the versions CI and make install. Do not edit by hand."; \
+	  $(LOCK_VENV)/bin/pip list --format=freeze --exclude-editable | grep -vE '^(spanwatch|pip|setuptools|wheel)==' | sed 's/+[A-Za-z0-9.]*$$//'; \
+	} > $(CONSTRAINTS)
+	rm -rf $(LOCK_VENV)
+
 clean:
-	rm -rf $(VENV) spanwatch-data spanwatch-demo-data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build spanwatch-data spanwatch-demo-data .pytest_cache .mypy_cache .ruff_cache

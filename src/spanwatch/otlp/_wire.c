@@ -479,7 +479,7 @@ static int read_span(Buf b, PyObject *service, PyObject *version, PyObject *scop
             size_t klen = key.p ? (size_t)(key.end - key.p) : 0;
             for (int i = 0; i < n_known; i++) {
                 if (known[i].len == klen && memcmp(known[i].key, key.p, klen) == 0) {
-                    int col = known[i].column;
+                    int col = known[i].column; /* below n_columns: configure() sees to it */
                     if (known[i].rank < ranks[col]) {
                         ranks[col] = known[i].rank;
                         values[col] = value;
@@ -582,14 +582,14 @@ static int read_span(Buf b, PyObject *service, PyObject *version, PyObject *scop
     /* A trace's spans mostly come one after another: they share one bytes object (and its
      * hash, which the detector takes twice). */
     PyObject *trace_id;
-    if (c->last_trace != NULL && memcmp(PyBytes_AS_STRING(c->last_trace), trace.p, 16) == 0) {
+    if (c->last_trace != NULL && memcmp(PyBytes_AS_STRING(c->last_trace), trace.p, 16) == 0)
         trace_id = Py_NewRef(c->last_trace);
-    } else {
+    else
         trace_id = PyBytes_FromStringAndSize((const char *)trace.p, 16);
-        c->last_trace = trace_id;
-    }
-    if (put(&core[C_TRACE], trace_id) < 0 ||
-        put(&core[C_SPAN], PyBytes_FromStringAndSize((const char *)span.p, 8)) < 0 ||
+    /* Borrowed only once the column holds it: a put() that fails lets go of it. */
+    if (put(&core[C_TRACE], trace_id) < 0) return -2;
+    c->last_trace = trace_id;
+    if (put(&core[C_SPAN], PyBytes_FromStringAndSize((const char *)span.p, 8)) < 0 ||
         put(&core[C_PARENT], PyBytes_FromStringAndSize((const char *)parent.p, (Py_ssize_t)plen)) < 0 ||
         put(&core[C_SERVICE], Py_NewRef(service)) < 0 ||
         put(&core[C_VERSION], Py_NewRef(version)) < 0 ||
@@ -897,38 +897,66 @@ static PyObject *count_spans(PyObject *self, PyObject *arg) {
     return PyLong_FromSsize_t(n);
 }
 
+/* Replaces the kept attributes all at once: every entry is checked and copied aside first,
+ * so a failure part-way leaves the previous configuration whole (read_span() reads ranks[]
+ * and values[] only below n_columns, which every known column must be). */
 static PyObject *configure(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *keys;
     int columns, int_col;
     if (!PyArg_ParseTuple(args, "O!ii", &PyList_Type, &keys, &columns, &int_col)) return NULL;
-    if (PyList_GET_SIZE(keys) > MAX_KEYS || columns > MAX_COLUMNS) {
+    Py_ssize_t n = PyList_GET_SIZE(keys);
+    if (n > MAX_KEYS || columns < 0 || columns > MAX_COLUMNS) {
         PyErr_SetString(PyExc_ValueError, "too many semantic-convention keys or columns");
         return NULL;
     }
-    for (int i = 0; i < n_known; i++) PyMem_Free(known[i].key);
-    n_known = 0;
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(keys); i++) {
+    if (int_col < -1 || int_col >= columns) {
+        PyErr_SetString(PyExc_ValueError, "int column out of range");
+        return NULL;
+    }
+    struct {
+        char *key;
+        size_t len;
+        int column;
+        int rank;
+    } staged[MAX_KEYS];
+    int n_staged = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
         const char *key;
         Py_ssize_t len;
         int column, rank;
         if (!PyArg_ParseTuple(PyList_GET_ITEM(keys, i), "s#ii", &key, &len, &column, &rank))
-            return NULL;
+            goto fail;
         if (column < 0 || column >= columns) {
             PyErr_SetString(PyExc_ValueError, "column out of range");
-            return NULL;
+            goto fail;
         }
-        known[n_known].key = PyMem_Malloc(len ? len : 1);
-        if (known[n_known].key == NULL) return PyErr_NoMemory();
-        memcpy(known[n_known].key, key, len);
-        known[n_known].len = (size_t)len;
-        known[n_known].column = column;
-        known[n_known].rank = rank;
-        n_known++;
+        char *copy = PyMem_Malloc(len ? (size_t)len : 1);
+        if (copy == NULL) {
+            PyErr_NoMemory();
+            goto fail;
+        }
+        memcpy(copy, key, (size_t)len);
+        staged[n_staged].key = copy;
+        staged[n_staged].len = (size_t)len;
+        staged[n_staged].column = column;
+        staged[n_staged].rank = rank;
+        n_staged++;
     }
+    for (int i = 0; i < n_known; i++) PyMem_Free(known[i].key);
+    for (int i = 0; i < n_staged; i++) {
+        known[i].key = staged[i].key;
+        known[i].len = staged[i].len;
+        known[i].column = staged[i].column;
+        known[i].rank = staged[i].rank;
+    }
+    n_known = n_staged;
     n_columns = columns;
     int_column = int_col;
     Py_RETURN_NONE;
+fail:
+    for (int i = 0; i < n_staged; i++) PyMem_Free(staged[i].key);
+    return NULL;
 }
 
 static void free_keys(ResourceKey *keys, int *n) {
