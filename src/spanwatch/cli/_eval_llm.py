@@ -15,15 +15,19 @@ import json
 import sys
 import urllib.parse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from spanwatch.analyze import _evaluate as ev
 from spanwatch.detect import Detector
 from spanwatch.model import Pattern
 from spanwatch.sim import TOPOLOGIES, Fault, Simulator
 
 from ._eval import DURATIONS, FAULT_S, GRACE_NS, TOPOLOGY_TARGETS, WARMUP_S, _parse_ns
 from ._training import Api, CliError
+
+if TYPE_CHECKING:
+    from spanwatch.analyze import _evaluate as ev
+
+MAX_TOKENS = 512  # spanwatch.analyze._evaluate.MAX_TOKENS, without importing it for --help
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DATE",
         help="the analyses rated since DATE, read from the daemon (--api): held out by date",
     )
-    group.add_argument("--max-tokens", type=int, default=ev.MAX_TOKENS, metavar="N")
+    group.add_argument("--max-tokens", type=int, default=MAX_TOKENS, metavar="N")
     group.add_argument(
         "--report",
         type=Path,
@@ -80,6 +84,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def sim_cases(seeds: int, patterns: list[str] | None, topology: str = "shop") -> list[ev.Case]:
     """One case per simulated fault the detector opened an incident for."""
+    from spanwatch.analyze import _evaluate as ev
+
     targets = TOPOLOGY_TARGETS[topology]
     kinds = patterns or [p.value for p in Pattern if p.value in targets]
     cases = []
@@ -126,6 +132,8 @@ def _first_incident(sim: Simulator, seconds: float, label: Any) -> dict[str, Any
 
 
 def rated_cases(api: Api, path: Path | None, since: str | None) -> list[ev.Case]:
+    from spanwatch.analyze import _evaluate as ev
+
     records: list[dict[str, Any]] = []
     if path is not None:
         try:
@@ -145,6 +153,9 @@ def rated_cases(api: Api, path: Path | None, since: str | None) -> list[ev.Case]
 
 
 def run(args: argparse.Namespace, api: Api, default_host: str) -> int:
+    # the analysis package (Ollama's client and more) is loaded only for eval llm itself
+    from spanwatch.analyze import _evaluate as ev
+
     try:
         return _run(args, api, default_host)
     except ev.EvalError as exc:
@@ -152,6 +163,8 @@ def run(args: argparse.Namespace, api: Api, default_host: str) -> int:
 
 
 def _run(args: argparse.Namespace, api: Api, default_host: str) -> int:
+    from spanwatch.analyze import _evaluate as ev
+
     patterns = [p for p in args.patterns.split(",") if p] or None
     if args.adapter is not None and args.gguf is None:
         raise CliError("--adapter applies to a --gguf model")
@@ -196,6 +209,8 @@ def _run(args: argparse.Namespace, api: Api, default_host: str) -> int:
 def gguf_results(
     cases: list[ev.Case], gguf: Path, adapter: Path | None, max_tokens: int
 ) -> list[dict[str, Any]]:
+    from spanwatch.analyze import _evaluate as ev
+
     try:
         import llama_cpp  # noqa: F401
     except ImportError as exc:
