@@ -4,7 +4,9 @@ It listens to incident events, batches them (wall clock), and for each batch mak
 whose tokens are published as they arrive. It never blocks anyone: the hub hands it events
 without waiting, the LLM call is awaited in its own task, and a slow or absent model only ever
 delays analyses. With the LLM off (``--no-llm``) or its breaker open, a summary built from the
-incident's facts is published instead, marked as such.
+incident's facts is published instead, marked as such. Each prompt shows the rated past
+analyses most like its incidents (``similar``, the store's), and every answer, the model's or
+the facts-only one, completes with its parsed parts and its grounding checks.
 """
 
 from __future__ import annotations
