@@ -140,3 +140,12 @@ def test_the_facts_only_summary_has_the_structure_and_passes() -> None:
     checked = check_answer(text, ordered)
     assert checked.grounding["passed"] is True, checked.grounding
     assert [p["incident_id"] for p in checked.parts] == ["inc-2", "inc-1"]
+
+
+def test_status_codes_and_the_detection_delay_are_not_invented_numbers() -> None:
+    """HTTP 503 is a code, not a measure; detected 30 s after the start is in the facts."""
+    text = GOOD.replace("(42x)", "(HTTP 503, status 429; detected 30 s after it started)")
+    assert check_answer(text, [_inc()]).grounding["unmatched_numbers"] == []
+    assert check_answer(text.replace("30 s", "45 s"), [_inc()]).grounding["unmatched_numbers"] == [
+        "45s"
+    ]

@@ -126,6 +126,9 @@ def facts_of(incidents: list[dict[str, Any]], facts_text: str = "") -> Facts:
             if ev.get("unit") == "ratio":
                 numbers.append((observed - baseline) * 100)
         numbers += [float(inc.get("severity", 0)), float(len(inc.get("services", [])))]
+        took = _seconds_between(inc.get("started_at"), inc.get("detected_at"))
+        if took is not None:  # "detected 30 s after it started"
+            numbers += [took, took * 1000, took / 60]
         for text in (str(inc.get("summary", "")), facts_text):
             numbers += [n for n, _ in _numbers(text)]
     return Facts(
@@ -134,6 +137,23 @@ def facts_of(incidents: list[dict[str, Any]], facts_text: str = "") -> Facts:
         tuple(numbers),
         tuple(roots),
     )
+
+
+def _seconds_between(start: Any, end: Any) -> float | None:
+    from datetime import datetime
+
+    def parse(stamp: Any) -> datetime | None:
+        match = re.fullmatch(r"(.+T\d\d:\d\d:\d\d)(?:\.(\d+))?Z?", str(stamp or ""))
+        if not match:
+            return None
+        fraction = (match.group(2) or "0")[:6].ljust(6, "0")
+        try:
+            return datetime.fromisoformat(f"{match.group(1)}.{fraction}+00:00")
+        except ValueError:
+            return None
+
+    a, b = parse(start), parse(end)
+    return (b - a).total_seconds() if a is not None and b is not None else None
 
 
 def _float(value: Any) -> float | None:
@@ -151,6 +171,8 @@ def _numbers(text: str) -> list[tuple[float, str]]:
         after = text[match.end(1) : match.end(1) + 2]
         if re.match(r"[.:/-]\d|[A-Za-z_]", after) and not match.group(2):
             continue  # 2025-11-24, 10:42, 1.4.2, 5xx, v2 ...
+        if re.search(r"(?i)\b(?:http|status|code)\s*$", text[: match.start(1)]):
+            continue  # HTTP 503, status 429: a protocol's code, not a measure
         unit = (match.group(2) or "").strip().lower()
         out.append((float(match.group(1)), unit))
     return out
