@@ -4,6 +4,8 @@ Ollama-protocol server, on a simulated fault and a rated analysis, scores into a
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,8 @@ from spanwatch.analyze import Redactor, build_prompt
 from spanwatch.analyze import _evaluate as ev
 from spanwatch.analyze.testing import OllamaServer
 from spanwatch.cli import main
+from spanwatch.model import Event, EventType
+from tests.conftest import RunningDaemon
 from tests.events import incident
 
 # simulating a fault through the detector takes a few seconds of CPU per case
@@ -113,3 +117,29 @@ def test_a_model_that_fails_is_counted_as_an_error() -> None:
     result = ev.evaluate([case], ev.ollama("http://127.0.0.1:9", "m", timeout=5), "gone")
     assert result["errors"] == 1 and result["structure_valid"] == 0.0
     assert "LLMUnavailable" in result["rows"][0]["error"]
+
+
+def test_eval_llm_reads_the_ratings_held_out_by_date_from_the_daemon(
+    make_daemon: Callable[..., RunningDaemon], tmp_path: Path
+) -> None:
+    """--since DATE takes the analyses rated since then through the daemon's export."""
+    d = make_daemon(**{"analysis.enabled": False, "analysis.batch_window": "200ms"})
+    d.daemon.hub.publish(Event.incident(EventType.INCIDENT_OPENED, incident(1)))
+    deadline = time.monotonic() + 20
+    while not [a for a in d.daemon.store.analyses() if a["status"] == "completed"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    (analysis,) = d.daemon.store.analyses()
+    d.call(
+        d.daemon.ratings.rate(
+            {"analysis_id": analysis["analysis_id"], "rating": "bad", "correction": CORRECTION}
+        )
+    )
+    report = tmp_path / "report.json"
+    args = ["--api", d.http_url, "eval", "llm", "--facts-only", "--sim", "0"]
+    assert main([*args, "--since", "2000-01-01", "--report", str(report)]) == 0
+    facts = json.loads(report.read_text())["eval_llm"]["models"]["facts-only"]
+    assert facts["cases"] == 1 and facts["by_source"]["rated"]["cases"] == 1
+    assert facts["root_cause_accuracy"] == 1.0  # the correction names payments · POST /charge
+    assert 0 < facts["agreement_rouge_l"] < 1
+    assert main([*args, "--since", "2999-01-01"]) == 1  # nothing rated since then

@@ -128,3 +128,35 @@ def test_examples_stay_within_the_token_budget() -> None:
     tight = build_prompt([incident(2).to_dict()], 1000, Redactor(), [example])
     assert tight.example_ids == () and "Incident 1 of 1" in tight.user
     assert roomy.estimated_tokens <= 3000
+
+
+def test_an_analysis_goes_on_when_the_examples_cannot_be_read() -> None:
+    """A store that fails to answer leaves the prompt without examples, nothing more."""
+    import asyncio
+
+    from prometheus_client import CollectorRegistry
+
+    from spanwatch.analyze import AnalysisStage
+    from spanwatch.config import load
+    from spanwatch.model import Event as Ev
+
+    def broken(incidents: list[dict[str, object]], limit: int) -> list[dict[str, object]]:
+        raise OSError("database is locked")
+
+    events: list[Ev] = []
+    config = load(env={}, overrides={"analysis.enabled": False, "analysis.batch_window": "50ms"})
+
+    async def scenario() -> None:
+        stage = AnalysisStage(config, events.append, CollectorRegistry(), similar=broken)
+        stage.start()
+        stage({"type": "incident.opened", "incident": incident(1).to_dict()})
+        for _ in range(200):
+            if any(e.type == "analysis.completed" for e in events):
+                break
+            await asyncio.sleep(0.02)
+        await stage.stop()
+
+    asyncio.run(scenario())
+    done = [e for e in events if e.type == "analysis.completed"]
+    assert done and done[0].fields["example_ids"] == []
+    assert done[0].fields["grounding"]["passed"] is True
