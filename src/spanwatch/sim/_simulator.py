@@ -158,21 +158,18 @@ class Simulator:
 
     def _entry(self, t: float) -> Operation | None:
         entries = self.topology.entries
-        weights = []
+        pick = self.rng.random() * sum(e.weight for e in entries)
         for e in entries:
-            w = e.weight
-            for f in self.faults:
-                if (
-                    f.pattern is Pattern.TRAFFIC_DROP
-                    and f.active(t)
-                    and (f.service, f.operation) == (e.service, e.operation)
-                ):
-                    w *= 1 - f.magnitude
-            weights.append(w)
-        pick = self.rng.random() * sum(entries_w := weights)
-        for e, w in zip(entries, entries_w, strict=True):
-            pick -= w
+            pick -= e.weight
             if pick <= 0:
+                for f in self.faults:  # a drop takes requests away; the others stay as they were
+                    if (
+                        f.pattern is Pattern.TRAFFIC_DROP
+                        and f.active(t)
+                        and (f.service, f.operation) == (e.service, e.operation)
+                        and self.rng.random() < f.magnitude
+                    ):
+                        return None
                 return self.topology.op(e.service, e.operation)
         return None
 
