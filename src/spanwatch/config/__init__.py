@@ -14,6 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from spanwatch.errors import SpanwatchError
+
 from ._auth import BearerToken
 from ._schema import (
     LLM,
@@ -56,7 +58,7 @@ __all__ = [
 ENV_PREFIX = "SPANWATCH_"
 
 
-class ConfigError(Exception):
+class ConfigError(SpanwatchError):
     """The configuration cannot be used; the message names each bad key and what it accepts."""
 
 

@@ -69,13 +69,13 @@ class RestApi:
 
     def routes(self) -> list[web.RouteDef]:
         return [
-            web.post("/api/training/rate", self.rate),
-            web.get("/api/training/stats", self.stats),
-            web.get("/api/training/export", self.export),
-            web.get("/api/analyses", self.analyses),
-            web.get("/api/analyses/{analysis_id}", self.analysis),
-            web.get("/api/incidents", _http(self.incidents_endpoint)),
-            web.get("/api/status", _http(self.status_endpoint)),
+            web.post("/api/training/rate", _mapped(self.rate)),
+            web.get("/api/training/stats", _mapped(self.stats)),
+            web.get("/api/training/export", _mapped(self.export)),
+            web.get("/api/analyses", _mapped(self.analyses)),
+            web.get("/api/analyses/{analysis_id}", _mapped(self.analysis)),
+            web.get("/api/incidents", _mapped(_http(self.incidents_endpoint))),
+            web.get("/api/status", _mapped(_http(self.status_endpoint))),
         ]
 
     def page_endpoints(self) -> dict[str, Endpoint]:
@@ -190,6 +190,26 @@ class RestApi:
         except UnknownAnalysis as exc:
             return _error(404, str(exc))
         return web.json_response(found)
+
+
+def _mapped(
+    handler: Callable[[web.Request], Awaitable[web.Response]],
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """Every route answers the same trouble the same way, whatever the handler caught itself:
+    a store that cannot be used now (full, read-only, locked) is 503, a rating or a value it
+    cannot take is 400, an unknown analysis 404; each with ``{"error": message}``."""
+
+    async def handle(request: web.Request) -> web.Response:
+        try:
+            return await handler(request)
+        except StorageUnavailable as exc:
+            return _error(503, str(exc))
+        except UnknownAnalysis as exc:
+            return _error(404, str(exc))
+        except InvalidRating as exc:
+            return _error(400, str(exc))
+
+    return handle
 
 
 def _http(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.Response]]:

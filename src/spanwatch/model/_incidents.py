@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from enum import IntEnum, StrEnum
 from typing import Any
 
+from spanwatch.errors import SpanwatchError
+
 
 class Severity(IntEnum):
     """SEV1 is the worst."""
@@ -220,15 +222,15 @@ class Event:
 MAX_CORRECTION_CHARS = 20_000
 
 
-class InvalidRating(ValueError):
+class InvalidRating(SpanwatchError, ValueError):
     """A rating request that cannot be accepted as it is (HTTP 400)."""
 
 
-class UnknownAnalysis(LookupError):
+class UnknownAnalysis(SpanwatchError, LookupError):
     """No (finished) analysis with that id (HTTP 404)."""
 
 
-class StorageUnavailable(Exception):
+class StorageUnavailable(SpanwatchError):
     """The rating could not be stored now (a full, read-only or busy database: HTTP 503)."""
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from spanwatch.errors import SpanwatchError
 
-class ReceiverError(Exception):
+
+class ReceiverError(SpanwatchError):
     """A request the receivers answer with an error status instead of a response."""
 
     grpc_code = "INTERNAL"

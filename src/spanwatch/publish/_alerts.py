@@ -42,6 +42,7 @@ from tenacity import (
 )
 
 from spanwatch import __version__
+from spanwatch.errors import SpanwatchError
 
 if TYPE_CHECKING:
     from spanwatch.config._schema import Alerts
@@ -57,11 +58,11 @@ MAX_BATCH = 64
 MAX_TRACKED = 10_000
 
 
-class DeliveryFailed(Exception):
+class DeliveryFailed(SpanwatchError):
     """A send failed in a way that another attempt may fix (network, timeout, 5xx, 429)."""
 
 
-class DeliveryRefused(Exception):
+class DeliveryRefused(SpanwatchError):
     """The destination refused the request (4xx): sending it again will not help."""
 
 

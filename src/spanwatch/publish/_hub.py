@@ -20,6 +20,7 @@ from typing import Any
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from spanwatch.errors import SpanwatchError
 from spanwatch.model import Event, rfc3339_ns
 
 log = structlog.get_logger("spanwatch.hub")
@@ -31,7 +32,7 @@ _ANALYSIS_TYPES = frozenset(
 )
 
 
-class SubscriberTooSlow(Exception):
+class SubscriberTooSlow(SpanwatchError):
     """The subscriber's queue overflowed; it must reconnect with ``?since=last_seq``."""
 
     def __init__(self, last_seq: int) -> None:

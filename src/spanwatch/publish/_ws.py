@@ -32,6 +32,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from spanwatch.config import BearerToken, ListenAddress
+from spanwatch.errors import SpanwatchError
 from spanwatch.model import InvalidRating, StorageUnavailable, UnknownAnalysis
 
 from ._hub import Filter, Hub, SubscriberTooSlow, Subscription
@@ -49,7 +50,7 @@ POLICY_VIOLATION = 1008
 TRY_AGAIN_LATER = 1013
 
 
-class BadRequest(ValueError):
+class BadRequest(SpanwatchError, ValueError):
     pass
 
 
