@@ -102,6 +102,7 @@ def test_an_ungrounded_answer_is_published_marked_and_stored(
     assert any("inventory-db" in p for p in g["problems"])
     json_format.ParseDict(done, schema_pb2.Event(), ignore_unknown_fields=False)
     assert d.daemon.store.analysis(done["analysis_id"])["grounding"]["passed"] is False
+    assert [a["grounded"] for a in d.daemon.store.analyses()] == [False]
 
 
 def test_the_facts_only_summary_is_checked_too(

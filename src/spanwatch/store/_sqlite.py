@@ -471,7 +471,8 @@ class Store:
             rows = self._db.execute(
                 "SELECT a.id, a.status, a.model, a.fallback, a.incident_ids, a.patterns, "
                 "a.started_at, substr(a.text, 1, 200), "
-                "(SELECT rating FROM ratings WHERE analysis_id = a.id ORDER BY id DESC LIMIT 1) "
+                "(SELECT rating FROM ratings WHERE analysis_id = a.id ORDER BY id DESC LIMIT 1), "
+                "json_extract(a.grounding, '$.passed') "
                 "FROM analyses a ORDER BY a.started_at DESC LIMIT ?",
                 (limit,),
             ).fetchall()
@@ -486,6 +487,8 @@ class Store:
                 "started_at": r[6],
                 "preview": r[7],
                 "rating": r[8],
+                # whether the answer passed its grounding checks; None before it completed
+                "grounded": None if r[9] is None else bool(r[9]),
             }
             for r in rows
         ]
