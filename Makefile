@@ -82,41 +82,60 @@ test-fast: $(STAMP) $(NATIVE_STAMP)  ## the quick tests: no torch, no daemon sub
 	$(PY) -m pytest -m "not slow" --ignore=tests/test_training.py \
 		--ignore=tests/test_training_llamacpp.py $(ARGS)
 
-# Both C extensions built with AddressSanitizer and UndefinedBehaviorSanitizer into
-# build/sanitize (a copy of the package; the normal .so files stay as they are), then under
-# them: the differential tests (C against the Python references) and atheris (libFuzzer) on
-# the decoders and on the kernel's entry points, from the committed corpora, FUZZ_SECONDS each.
-# Any sanitizer report, crash or differing answer fails.
+# The sanitizer job. Both C extensions are built twice beside the normal ones (in copies of
+# the package under build/, the normal .so files stay as they are): with AddressSanitizer and
+# UndefinedBehaviorSanitizer, and with UBSan alone. Then:
+#  1. under ASan+UBSan, the differential tests (C against the Python references, hypothesis)
+#     and the committed fuzz corpora;
+#  2. atheris (libFuzzer) on the decoders and on the kernel's entry points, FUZZ_SECONDS each,
+#     under UBSan: gcc's ASan runtime, preloaded, takes over libFuzzer's coverage hooks and
+#     would leave it fuzzing blind;
+#  3. every input those runs kept, and the committed corpora, again under ASan+UBSan.
+# Any sanitizer report, crash or differing answer fails it, leaving the input in build/fuzz/.
 FUZZ_SECONDS ?= 60
-SANITIZE_DIR := build/sanitize
-SANITIZE_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -g -O1
-SANITIZE_ENV = LD_PRELOAD="$$(gcc -print-file-name=libasan.so)" PYTHONMALLOC=malloc \
-	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	PYTHONPATH=$(SANITIZE_DIR) SPANWATCH_SANITIZED=1 SPANWATCH_REQUIRE_NATIVE=1
-
 FUZZ_STAMP := $(VENV)/.installed-fuzz
+SANITIZE_ASAN := build/sanitize
+SANITIZE_UBSAN := build/sanitize-ubsan
+SANITIZE_COMMON = UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 SPANWATCH_SANITIZED=1 \
+	SPANWATCH_REQUIRE_NATIVE=1 PYTHONMALLOC=malloc
+ASAN_ENV = LD_PRELOAD="$$(gcc -print-file-name=libasan.so)" ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
+	$(SANITIZE_COMMON) PYTHONPATH=$(SANITIZE_ASAN)
+UBSAN_ENV = $(SANITIZE_COMMON) PYTHONPATH=$(SANITIZE_UBSAN)
+FUZZ_FLAGS = -timeout=20 -rss_limit_mb=4096 -artifact_prefix=build/fuzz/ -print_final_stats=1
+# $(call sanitized_build,DIR,SANITIZERS)
+sanitized_build = rm -rf $(1) $(1)-obj && mkdir -p $(1) && cp -r src/spanwatch $(1)/ && \
+	find $(1) -name '*.so' -delete && \
+	CFLAGS="-fsanitize=$(2) -fno-sanitize-recover=all -fno-omit-frame-pointer -g -O1" \
+	LDFLAGS="-fsanitize=$(2)" $(PY) -c 'from setuptools import setup; setup()' build_ext --force \
+		--build-temp $(1)-obj --build-lib $(1) >/dev/null && \
+	ls $(1)/spanwatch/otlp/_wire.*.so $(1)/spanwatch/detect/_kernel.*.so
 
 $(FUZZ_STAMP): $(STAMP)
 	$(PIP_INSTALL) -e '.[test,fuzz]'
 	touch $(FUZZ_STAMP)
 
-sanitize: $(FUZZ_STAMP)  ## ASan+UBSan build of the C paths: differential tests and a bounded fuzz run
-	@echo "== sanitizer job: ASan+UBSan (gcc), fuzz budget $(FUZZ_SECONDS) s per harness (2 harnesses)"
-	rm -rf $(SANITIZE_DIR); mkdir -p $(SANITIZE_DIR)
-	cp -r src/spanwatch $(SANITIZE_DIR)/
-	find $(SANITIZE_DIR) -name '*.so' -delete
-	CFLAGS="$(SANITIZE_FLAGS)" LDFLAGS="-fsanitize=address,undefined" $(PY) -c \
-		'from setuptools import setup; setup()' build_ext --force --build-temp build/sanitize-obj \
-		--build-lib $(SANITIZE_DIR) >/dev/null
-	ls $(SANITIZE_DIR)/spanwatch/otlp/_wire.*.so $(SANITIZE_DIR)/spanwatch/detect/_kernel.*.so
-	$(SANITIZE_ENV) $(PY) -m pytest -p no:cacheprovider -q tests/test_wire.py tests/test_kernel.py \
-		tests/test_native.py tests/test_sanitize.py
-	@mkdir -p build/fuzz/decoders build/fuzz/kernel
-	$(SANITIZE_ENV) $(PY) benchmarks/atheris_decoders.py build/fuzz/decoders benchmarks/corpus/decoders \
-		-max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=4096 -artifact_prefix=build/fuzz/ -print_final_stats=1
-	$(SANITIZE_ENV) $(PY) benchmarks/atheris_kernel.py build/fuzz/kernel benchmarks/corpus/kernel \
-		-max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=4096 -artifact_prefix=build/fuzz/ -print_final_stats=1
-	@echo "== sanitizer job passed: no report in the tests or in $(FUZZ_SECONDS) s of fuzzing per harness"
+sanitize: SHELL := /bin/bash
+sanitize: .SHELLFLAGS := -o pipefail -ec
+
+sanitize: $(FUZZ_STAMP)  ## ASan+UBSan builds of the C paths: differential tests and a bounded fuzz run
+	@echo "== sanitizer job: ASan+UBSan and UBSan (gcc); fuzz budget $(FUZZ_SECONDS) s per harness, 2 harnesses"
+	$(call sanitized_build,$(SANITIZE_ASAN),address$(comma)undefined)
+	$(call sanitized_build,$(SANITIZE_UBSAN),undefined)
+	@echo "== sanitizer job 1/3: differential tests and committed corpora under ASan+UBSan"
+	$(ASAN_ENV) $(PY) -m pytest -p no:cacheprovider -p no:cov -q -m "not slow" tests/test_wire.py \
+		tests/test_kernel.py tests/test_native.py tests/test_sanitize.py
+	rm -rf build/fuzz; mkdir -p build/fuzz/decoders build/fuzz/kernel
+	@echo "== sanitizer job 2/3: atheris, $(FUZZ_SECONDS) s per harness, under UBSan"
+	$(UBSAN_ENV) $(PY) benchmarks/atheris_decoders.py build/fuzz/decoders benchmarks/corpus/decoders \
+		-max_total_time=$(FUZZ_SECONDS) $(FUZZ_FLAGS) 2>&1 | grep -v '^INFO: Instrumenting'
+	$(UBSAN_ENV) $(PY) benchmarks/atheris_kernel.py build/fuzz/kernel benchmarks/corpus/kernel \
+		-max_total_time=$(FUZZ_SECONDS) $(FUZZ_FLAGS) 2>&1 | grep -v '^INFO: Instrumenting'
+	@echo "== sanitizer job 3/3: every kept input again under ASan+UBSan"
+	$(ASAN_ENV) $(PY) benchmarks/atheris_decoders.py build/fuzz/decoders benchmarks/corpus/decoders \
+		-runs=0 $(FUZZ_FLAGS) 2>&1 | grep -v '^INFO: Instrumenting'
+	$(ASAN_ENV) $(PY) benchmarks/atheris_kernel.py build/fuzz/kernel benchmarks/corpus/kernel \
+		-runs=0 $(FUZZ_FLAGS) 2>&1 | grep -v '^INFO: Instrumenting'
+	@echo "== sanitizer job passed: $(FUZZ_SECONDS) s of fuzzing per harness, no report"
 
 lint: $(TRAIN_STAMP) $(NATIVE_STAMP)  ## ruff and mypy (over the training code too)
 	$(VENV)/bin/ruff check src tests benchmarks
