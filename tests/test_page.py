@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from spanwatch.analyze.testing import OllamaServer
 from spanwatch.model import Event, EventType, Pattern
 from tests.conftest import RunningDaemon
 from tests.events import analysis_events, incident, opened
@@ -103,3 +104,82 @@ def test_page_reconnects_and_resumes_without_duplicates(daemon: RunningDaemon, p
         "[data-incident-id]", "els => els.map(e => e.dataset.incidentId)"
     )
     assert sorted(ids) == ["inc-1", "inc-2", "inc-3", "inc-4", "inc-5"]
+
+
+GROUNDED = [
+    "Root cause: payments · POST /charge\n",
+    "Evidence: payments fails 42% of its calls against a baseline of 1%, ",
+    "and checkout POST /checkout fails with it.\n",
+    "Hypotheses: the payments connection pool may be exhausted.\n",
+    "Next steps:\n- read the payments errors from the start time\n",
+    "- check the payments pool, then its database\n",
+    "Confidence: high\n",
+]
+NOT_GROUNDED = [
+    "Root cause: orders-db · SELECT orders\n",
+    "Evidence: orders-db answers in 900 ms; checkout POST /checkout fails 42% of the time.\n",
+    "Hypotheses: the orders-db connection pool is exhausted.\n",
+    "Next steps:\n- restart orders-db\n",
+    "Confidence: low\n",
+]
+
+
+def test_each_analysis_shows_its_grounding(
+    make_daemon: Callable[..., RunningDaemon], page: Any
+) -> None:
+    """Next to each model answer: grounded or not, the failed checks (the answer itself still
+    shown), the root cause against the detector's and the confidence; live and after a reload."""
+    ollama = OllamaServer([("ok", GROUNDED), ("ok", NOT_GROUNDED)])
+    try:
+        d = make_daemon(**{"llm.host": ollama.host, "analysis.batch_window": "200ms"})
+        hub = d.daemon.hub
+        page.goto(f"http://127.0.0.1:{d.daemon.ws.port}/")
+        page.wait_for_selector("#conn.live")
+        # One at a time, so that each is its own batch and gets its own answer.
+        hub.publish(opened(1, severity=2))
+        page.wait_for_selector(".analysis.completed")
+        hub.publish(opened(2, severity=1))
+        page.wait_for_selector(".analysis.completed >> nth=1")
+        completed = {m["grounding"]["passed"]: m for m in hub.recent("analysis.completed")}
+        good, bad = completed[True]["analysis_id"], completed[False]["analysis_id"]
+
+        def check(reloaded: bool) -> None:
+            ok = page.locator(f'[data-analysis-id="{good}"]')
+            assert ok.get_attribute("data-grounded") == "true"
+            assert ok.locator(".badge.grounded").inner_text() == "grounded"
+            box = ok.locator(".grounding").inner_text()
+            assert "Grounded: passed every check" in box
+            assert "root cause agrees with the detector's" in box
+            assert "confidence high" in box
+            assert ok.locator(".grounding .problems li").count() == 0
+            assert ok.locator(".analysis-text").inner_text().strip() == "".join(GROUNDED).strip()
+
+            failed = page.locator(f'[data-analysis-id="{bad}"]')
+            assert failed.get_attribute("data-grounded") == "false"
+            assert failed.locator(".badge.not-grounded").inner_text() == "not grounded"
+            box = failed.locator(".grounding").inner_text()
+            assert "Not grounded: failed its checks" in box
+            assert "root cause differs from the detector's, with no reason given" in box
+            assert "confidence low" in box
+            problems = failed.locator(".grounding .problems li").all_inner_texts()
+            assert problems == completed[False]["grounding"]["problems"]
+            assert "services not in the incident: orders-db" in problems
+            assert "numbers not in the evidence: 900ms" in problems
+            # never hidden: the answer is shown as written, and can be rated
+            assert failed.is_visible()
+            assert "orders-db answers in 900 ms" in failed.locator(".analysis-text").inner_text()
+            assert failed.locator(".rate-bad").is_enabled()
+            text = page.evaluate("document.body.innerText")
+            assert not {c for c in text if ord(c) >= 0x1F000 or 0x2600 <= ord(c) <= 0x27BF}
+            if not reloaded:
+                ARTIFACTS.mkdir(exist_ok=True)
+                page.screenshot(path=str(ARTIFACTS / "page-grounding.png"), full_page=True)
+
+        check(reloaded=False)
+        d.daemon.store.flush()
+        page.reload()  # from the store this time
+        page.wait_for_selector("#conn.live")
+        page.wait_for_selector(".analysis.completed >> nth=1")
+        check(reloaded=True)
+    finally:
+        ollama.close()
