@@ -6,15 +6,16 @@ import asyncio
 import json
 import urllib.request
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from spanwatch.model import Event
+from spanwatch.model import Event, EventType
 from tests.conftest import RunningDaemon
-from tests.events import analysis_events, opened
+from tests.events import analysis_events, incident, opened
 
 
 def ws_url(d: RunningDaemon, query: str = "") -> str:
@@ -132,6 +133,79 @@ def test_filters_by_severity_and_service(daemon: RunningDaemon) -> None:
         "incident.opened:inc-4",
     ]
     assert second == ["inc-2"]
+
+
+def scoped(n: int, namespace: str, environment: str, severity: int = 2) -> Event:
+    """An incident of a service in ``namespace`` and ``environment`` (empty: not set)."""
+    resource = (("service.namespace", namespace), ("deployment.environment.name", environment))
+    inc = replace(incident(n, severity=severity), resource=tuple((k, v) for k, v in resource if v))
+    return Event.incident(EventType.INCIDENT_OPENED, inc)
+
+
+def test_filters_by_environment_and_namespace(daemon: RunningDaemon) -> None:
+    """?environment= and ?namespace= keep the incidents of that deployment environment and
+    service namespace, exactly (one without it set does not match), and the analyses that
+    cover one of them; combined with each other and with the other filters, all must hold."""
+    queries = {
+        "prod": "environment=prod",
+        "shop": "namespace=shop",
+        "shop-prod-sev1": "namespace=shop&environment=prod&min_severity=1",
+        "nowhere": "environment=prod&service=nothing-runs-here",
+    }
+
+    async def scenario() -> dict[str, list[str]]:
+        clients = {name: await connect(ws_url(daemon, q)) for name, q in queries.items()}
+        try:
+            await asyncio.sleep(0.1)
+            publish(
+                daemon,
+                [
+                    scoped(1, "shop", "prod", severity=1),
+                    scoped(2, "shop", "staging"),
+                    scoped(3, "billing", "prod"),
+                    scoped(4, "", ""),  # neither set
+                    scoped(5, "shop", "prod", severity=2),
+                ]
+                + analysis_events("a-staging", ["inc-2"], ["x"])
+                + analysis_events("a-prod", ["inc-3", "inc-4"], ["y"])
+                + analysis_events("a-unknown", ["inc-99"], ["z"])
+                # the end marker: every client but "nowhere" wants it
+                + [scoped(6, "shop", "prod", severity=1)],
+            )
+            counts = {"prod": 7, "shop": 7, "shop-prod-sev1": 2}
+            got = {
+                name: [
+                    m["type"].split(".")[0] + ":" + str(m.get("analysis_id") or m["incident"]["id"])
+                    for m in await receive(clients[name], count)
+                ]
+                for name, count in counts.items()
+            }
+            # "nowhere" matches nothing: after the others had all theirs, it has had nothing
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(clients["nowhere"].recv(), 0.3)
+            return got
+        finally:
+            for ws in clients.values():
+                await ws.close()
+
+    got = asyncio.run(scenario())
+    # an analysis is started, one token, completed; a-prod covers inc-3 (prod) and inc-4 (no
+    # environment), a-unknown an incident the hub never saw
+    assert got["prod"] == [
+        "incident:inc-1",
+        "incident:inc-3",
+        "incident:inc-5",
+        *["analysis:a-prod"] * 3,
+        "incident:inc-6",
+    ]
+    assert got["shop"] == [
+        "incident:inc-1",
+        "incident:inc-2",
+        "incident:inc-5",
+        *["analysis:a-staging"] * 3,
+        "incident:inc-6",
+    ]
+    assert got["shop-prod-sev1"] == ["incident:inc-1", "incident:inc-6"]
 
 
 @pytest.mark.parametrize("query", ["since=abc", "min_severity=9", "since=-1"])

@@ -26,6 +26,8 @@ from spanwatch.model import Event, rfc3339_ns
 log = structlog.get_logger("spanwatch.hub")
 
 Listener = Callable[[dict[str, Any]], None]
+# What a filter reads of an incident: (severity, services, environment, namespace).
+Facts = tuple[int, frozenset[str], str, str]
 
 _ANALYSIS_TYPES = frozenset(
     {"analysis.token", "analysis.completed", "analysis.failed", "rating.recorded"}
@@ -42,17 +44,36 @@ class SubscriberTooSlow(SpanwatchError):
 
 @dataclass(frozen=True, slots=True)
 class Filter:
-    """Which messages a subscriber wants. Severity 1 is worst: ``min_severity=2`` keeps 1–2."""
+    """Which messages a subscriber wants. Severity 1 is worst: ``min_severity=2`` keeps 1–2.
+
+    ``service`` matches an incident's own service, its root cause's and every service it
+    spans; ``environment`` and ``namespace`` match the incident's ``environment``
+    (``deployment.environment.name``) and ``namespace`` (``service.namespace``) exactly, so an
+    incident without one does not match. Every condition that is set must hold."""
 
     min_severity: int = 5
     service: str = ""
+    environment: str = ""
+    namespace: str = ""
 
     @property
     def active(self) -> bool:
-        return self.min_severity < 5 or bool(self.service)
+        return (
+            self.min_severity < 5
+            or bool(self.service)
+            or bool(self.environment)
+            or bool(self.namespace)
+        )
 
-    def wants(self, severity: int, services: frozenset[str]) -> bool:
-        return severity <= self.min_severity and (not self.service or self.service in services)
+    def wants(
+        self, severity: int, services: frozenset[str], environment: str = "", namespace: str = ""
+    ) -> bool:
+        return (
+            severity <= self.min_severity
+            and (not self.service or self.service in services)
+            and (not self.environment or self.environment == environment)
+            and (not self.namespace or self.namespace == namespace)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,8 +124,7 @@ class Subscription:
             return True
         message = entry.message
         if entry.type.startswith("incident."):
-            incident = message["incident"]
-            return flt.wants(incident["severity"], _services_of(incident))
+            return flt.wants(*_facts_of(message["incident"]))
         if entry.type == "analysis.started":
             ids = message.get("incident_ids", ())
             if any(flt.wants(*self._hub.incident_facts(i)) for i in ids):
@@ -142,7 +162,7 @@ class Hub:
         self._queue_size = queue_size
         self._subscribers: set[Subscription] = set()
         self._listeners: list[Listener] = []
-        self._incidents: OrderedDict[str, tuple[int, frozenset[str]]] = OrderedDict()
+        self._incidents: OrderedDict[str, Facts] = OrderedDict()
         self._incident_cap = ring_size
         self._seq = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -199,7 +219,7 @@ class Hub:
         }
         if event.type.startswith("incident."):
             incident = message["incident"]
-            self._incidents[incident["id"]] = (incident["severity"], _services_of(incident))
+            self._incidents[incident["id"]] = _facts_of(incident)
             self._incidents.move_to_end(incident["id"])
             if len(self._incidents) > self._incident_cap:
                 self._incidents.popitem(last=False)
@@ -218,9 +238,10 @@ class Hub:
             except Exception:
                 log.exception("event listener failed", listener=repr(listener))
 
-    def incident_facts(self, incident_id: str) -> tuple[int, frozenset[str]]:
-        """(severity, services) of a recently published incident; (5, {}) when unknown."""
-        return self._incidents.get(incident_id, (5, frozenset()))
+    def incident_facts(self, incident_id: str) -> Facts:
+        """(severity, services, environment, namespace) of a recently published incident, what
+        :meth:`Filter.wants` reads; (5, {}, "", "") when unknown."""
+        return self._incidents.get(incident_id, (5, frozenset(), "", ""))
 
     def subscribe(self, since: int | None = None, flt: Filter | None = None) -> Subscription:
         """Subscribe to live messages; with ``since``, first replay what followed it.
@@ -242,6 +263,15 @@ class Hub:
     def recent(self, type_prefix: str = "") -> list[dict[str, Any]]:
         """Messages still in the ring, oldest first, optionally of one type family."""
         return [e.message for e in self._ring if e.type.startswith(type_prefix)]
+
+
+def _facts_of(incident: dict[str, Any]) -> Facts:
+    return (
+        incident["severity"],
+        _services_of(incident),
+        str(incident.get("environment") or ""),
+        str(incident.get("namespace") or ""),
+    )
 
 
 def _services_of(incident: dict[str, Any]) -> frozenset[str]:

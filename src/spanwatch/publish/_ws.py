@@ -1,8 +1,10 @@
 """The WebSocket server (``websockets``): ``/events`` for subscribers, ``/`` for the live page.
 
-Handshake: ``/events?since=SEQ&min_severity=N&service=NAME&token=T``. The token may also come
-as ``Authorization: Bearer T`` (browsers cannot set that header on a WebSocket, hence the query
-parameter). A browser's Origin must be the page's own or on ``publish.allowed_origins``.
+Handshake: ``/events?since=SEQ&min_severity=N&service=NAME&environment=ENV&namespace=NS&token=T``
+(the filters: see :class:`Filter`; an analysis passes when one of its incidents does). The token
+may also come as ``Authorization: Bearer T`` (browsers cannot set that header on a WebSocket,
+hence the query parameter). A browser's Origin must be the page's own or on
+``publish.allowed_origins``.
 
 Client → server messages are JSON objects: ``{"type": "rate", "analysis_id", "rating",
 "correction"?, "request_id"?}`` and ``{"type": "ping"}``. Replies (``rate.ok``, ``rate.error``,
@@ -68,7 +70,12 @@ def parse_query(path: str) -> tuple[int | None, Filter, str]:
     min_severity = one("min_severity") or "5"
     if min_severity not in {"1", "2", "3", "4", "5"}:
         raise BadRequest(f"min_severity must be 1 to 5, not {min_severity!r}")
-    flt = Filter(int(min_severity), one("service") or "")
+    flt = Filter(
+        int(min_severity),
+        one("service") or "",
+        environment=one("environment") or "",
+        namespace=one("namespace") or "",
+    )
     return (int(since) if since is not None else None), flt, one("token") or ""
 
 
