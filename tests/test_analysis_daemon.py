@@ -101,6 +101,7 @@ def test_tail_shows_incidents_and_streams_analyses(
     import sys
 
     d = make_daemon(**{"llm.host": ollama.host, "analysis.batch_window": "200ms"})
+    assert d.daemon.hub.subscriber_count == 0
     tail = subprocess.Popen(
         [
             sys.executable,
@@ -115,7 +116,18 @@ def test_tail_shows_incidents_and_streams_analyses(
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(1.0)  # let it subscribe
+    # Published only once tail is subscribed: tail subscribes live (no ?since=), so what comes
+    # before is not meant for it. However long it takes to start, the hub tells when it has.
+    deadline = time.monotonic() + 60
+    while d.daemon.hub.subscriber_count == 0:
+        if tail.poll() is not None:
+            _, err = tail.communicate()
+            raise AssertionError(f"tail exited with {tail.returncode} before subscribing: {err}")
+        if time.monotonic() > deadline:
+            tail.kill()
+            _, err = tail.communicate()
+            raise AssertionError(f"tail did not subscribe within 60 s: {err}")
+        time.sleep(0.02)
     d.daemon.hub.publish(Event.incident(EventType.INCIDENT_OPENED, incident(1, severity=1)))
     out, err = tail.communicate(timeout=30)
     assert tail.returncode == 0, err
