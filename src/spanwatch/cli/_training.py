@@ -1,9 +1,7 @@
-"""The training commands: rate, stats, export, analyses, tail; all through the daemon's API."""
+"""The training commands (rate, stats, export, analyses) and how tail shows a message."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import os
 import shlex
@@ -206,56 +204,6 @@ def analyses_show(api: Api, analysis_id: str, as_json: bool) -> int:
 
 
 # -- tail ------------------------------------------------------------------------------------
-
-
-def tail(ws_url: str, token: str, min_severity: int | None, once: bool) -> int:
-    """Follow the stream: incidents in severity colours, analyses written in place."""
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_tail(ws_url, token, min_severity, once))
-    return 0
-
-
-async def _tail(ws_url: str, token: str, min_severity: int | None, once: bool) -> None:
-    from websockets.asyncio.client import connect
-    from websockets.exceptions import ConnectionClosed, InvalidStatus
-
-    colour = sys.stdout.isatty()
-    last_seq: int | None = None
-    delay = 0.5
-    while True:
-        query: dict[str, Any] = {}
-        if last_seq is not None:
-            query["since"] = last_seq
-        if min_severity:
-            query["min_severity"] = min_severity
-        if token:
-            query["token"] = token
-        url = ws_url + ("?" + urllib.parse.urlencode(query) if query else "")
-        try:
-            async with connect(url, open_timeout=10) as ws:
-                delay = 0.5
-                async for raw in ws:
-                    message = json.loads(raw)
-                    if isinstance(message.get("seq"), int) and message["type"] not in (
-                        "rate.ok",
-                        "rate.error",
-                        "pong",
-                        "replay.gap",
-                    ):
-                        if last_seq is not None and message["seq"] <= last_seq:
-                            continue
-                        last_seq = message["seq"]
-                    _show(message, colour)
-                    if once and message["type"] in ("analysis.completed", "analysis.failed"):
-                        return
-        except InvalidStatus as exc:
-            raise CliError(
-                f"{ws_url} refused the subscription (HTTP {exc.response.status_code})"
-            ) from exc
-        except (OSError, ConnectionClosed, TimeoutError):
-            print(f"\n(disconnected from {ws_url}; reconnecting)", file=sys.stderr)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10)
 
 
 def _show(message: dict[str, Any], colour: bool) -> None:
