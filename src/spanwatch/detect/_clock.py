@@ -6,11 +6,13 @@ A *source* is one emitter of spans, whose clock is its own: a service instance (
 ``source`` column: service, scope and ``service.instance.id``, else ``host.name``).
 
 - **The fleet's time** (``front``) is the latest span end admitted. Only spans within
-  ``[front - max_lag, front + max_ahead]`` are on the fleet's clock; nothing else moves it. A
-  batch that lies wholly within those bounds (nearly all of them) takes the fast path: two
-  comparisons, and none of what follows.
+  ``[front - max_lag, front + max_ahead]`` are on the fleet's clock; nothing else moves it,
+  and a source's first batch moves it by ``lateness`` at most. A batch that lies wholly within
+  those bounds (nearly all of them) takes the fast path: its bounds checked and its sources
+  noted in one pass, and none of what follows. A batch that runs on past ``max_ahead`` (a
+  fast replay) is judged as a stream: each span within ``max_ahead`` of the one before.
 - **A source whose clock is wrong** (its spans' median end outside the bounds) is given an
-  offset that puts its median at the fleet's time, and its spans are judged on the corrected
+  offset that puts its latest span at the fleet's time, and its spans are judged on the corrected
   time; the offset stays with the source until its own times are back within bounds. One wild
   span of a source whose other spans are on time is moved to its source's median end. Every
   corrected span is counted (by service and direction) and noted for the log.
