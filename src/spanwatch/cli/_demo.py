@@ -69,8 +69,11 @@ def demo(
     stopping: list[int] = []
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
+        # Ctrl-C reaches the whole foreground group (make, this process), so a second signal
+        # can arrive while the first is being handled: only the first one stops the demo.
         stopping.append(signum)
-        raise _Stop
+        if len(stopping) == 1:
+            raise _Stop
 
     previous = {
         s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
