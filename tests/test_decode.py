@@ -75,7 +75,7 @@ def test_older_semantic_convention_names_fill_the_same_columns() -> None:
     )
     rows = decode_request(request(old, both)).batch.rows()
     assert (rows[0].http_method, rows[0].http_status_code) == ("POST", 500)
-    assert (rows[0].server_address, rows[0].db_operation) == ("cache", "GET")
+    assert (rows[0].net_peer_name, rows[0].db_operation) == ("cache", "GET")
     assert (rows[1].http_method, rows[1].http_status_code) == ("PUT", 404)
 
 

@@ -42,8 +42,24 @@ SEMCONV_COLUMNS: dict[str, tuple[str, ...]] = {
     "db_system": ("db.system.name", "db.system"),
     "db_operation": ("db.operation.name", "db.operation"),
     "messaging_system": ("messaging.system",),
-    "server_address": ("server.address", "net.peer.name"),
+    "server_address": ("server.address",),
     "peer_service": ("peer.service",),
+    # what a client span calls, when server.address and peer.service are not there
+    "server_port": ("server.port", "net.peer.port"),
+    "url_full": ("url.full", "http.url"),
+    "net_peer_name": ("net.peer.name",),
+    # a server span's path: probes (health checks, unmatched routes) are told by it
+    "url_path": ("url.path", "http.target"),
+    # database calls: their object, so that two queries of a service are two operations
+    "db_name": ("db.namespace", "db.name"),
+    "db_collection": (
+        "db.collection.name",
+        "db.sql.table",
+        "db.mongodb.collection",
+        "db.cassandra.table",
+    ),
+    "db_summary": ("db.query.summary",),
+    "db_statement": ("db.query.text", "db.statement"),
 }
 
 
@@ -79,6 +95,14 @@ class Span:
     # clock (make_source); "" when unknown
     scope: str = ""
     source: str = ""
+    server_port: str = ""
+    url_full: str = ""
+    net_peer_name: str = ""
+    url_path: str = ""
+    db_name: str = ""
+    db_collection: str = ""
+    db_summary: str = ""
+    db_statement: str = ""
 
     @property
     def duration_ns(self) -> int:
@@ -115,6 +139,14 @@ class SpanBatch:
     peer_service: list[str] = field(default_factory=list)
     scope: list[str] = field(default_factory=list)
     source: list[str] = field(default_factory=list)
+    server_port: list[str] = field(default_factory=list)
+    url_full: list[str] = field(default_factory=list)
+    net_peer_name: list[str] = field(default_factory=list)
+    url_path: list[str] = field(default_factory=list)
+    db_name: list[str] = field(default_factory=list)
+    db_collection: list[str] = field(default_factory=list)
+    db_summary: list[str] = field(default_factory=list)
+    db_statement: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.span_id)
