@@ -163,3 +163,24 @@ def test_token_never_appears_in_dumps_or_repr() -> None:
     cfg = load(env={"SPANWATCH_AUTH__TOKEN": "s3cret-value"})
     assert "s3cret-value" not in repr(cfg)
     assert "s3cret-value" not in str(cfg.model_dump())
+
+
+def test_detector_defaults_are_the_detector_s_own() -> None:
+    """config states the detector's defaults again (it may not import detect): they agree."""
+    from spanwatch.detect import Settings
+
+    det, own = load(env={}).detector, Settings()
+    assert tuple(det.probe_paths) == own.probe_paths
+    assert tuple(det.identity) == own.identity
+    assert (det.window, det.lateness, det.max_lag, det.max_ahead) == (
+        own.window_s,
+        own.lateness_s,
+        own.max_lag_s,
+        own.max_ahead_s,
+    )
+    assert (det.warmup_windows, det.quiet_windows, det.max_keys, det.max_traces) == (
+        own.warmup_windows,
+        own.quiet_windows,
+        own.max_keys,
+        own.max_traces,
+    )

@@ -149,6 +149,24 @@ class Detector(_Section):
         default_factory=lambda: ["service.namespace", "deployment.environment.name"],
         max_length=8,
     )
+    # Server spans of these paths (http.route, else url.path) are probes: they make no key
+    # and no baseline (nor do gRPC health checks, nor requests no route matched).
+    # The same defaults as the detector's own Settings (tests/test_config.py holds them equal).
+    probe_paths: list[str] = Field(
+        default_factory=lambda: [
+            "/health",
+            "/healthz",
+            "/healthcheck",
+            "/health/live",
+            "/health/ready",
+            "/livez",
+            "/readyz",
+            "/ready",
+            "/ping",
+            "/metrics",
+        ],
+        max_length=64,
+    )
 
 
 class Analysis(_Section):

@@ -76,6 +76,7 @@ class Daemon:
                 max_lag_s=det.max_lag,
                 max_ahead_s=det.max_ahead,
                 identity=tuple(det.identity),
+                probe_paths=tuple(det.probe_paths),
             ),
             self.hub.publish,
             config.storage.data_dir,

@@ -29,7 +29,7 @@ log = structlog.get_logger("spanwatch.detect")
 
 SNAPSHOT_NAME = "detector.pickle"
 # Bumped when the detector's pickled state changes shape; an old snapshot is then ignored.
-SNAPSHOT_VERSION = 4
+SNAPSHOT_VERSION = 5
 # A source's clock trouble is logged at most this often (wall clock seconds).
 NOTE_INTERVAL_S = 60.0
 
@@ -70,6 +70,11 @@ class DetectionStage:
                 "spanwatch_detector_late_spans",
                 "Spans that arrived after their window closed.",
                 lambda: self.detector.late_spans,
+            ),
+            (
+                "spanwatch_detector_probe_spans",
+                "Health checks and requests no route matched, left out of the baselines.",
+                lambda: self.detector.probe_spans,
             ),
             (
                 "spanwatch_detector_open_incidents",

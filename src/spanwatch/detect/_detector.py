@@ -29,6 +29,7 @@ from spanwatch.model import (
     Operation,
     PathStep,
     Pattern,
+    SeriesPoint,
     Severity,
     SpanBatch,
     SpanKind,
@@ -39,9 +40,9 @@ from spanwatch.model import (
 from . import _filing as filing
 from ._clock import BACKWARD, ClockNote, EventClock
 from ._filing import take
-from ._keys import Key, KeyTable, template
+from ._keys import CallNames, Key, KeyTable, database_name, is_bare, template
 from ._settings import Settings
-from ._stats import Family, Finding, KeyStats, WindowAcc, chernoff_upper
+from ._stats import Family, Finding, KeyStats, WindowAcc, chernoff_upper, median
 
 # Plain ints and a plain tuple constructor for the per-span loop (enum comparisons and
 # NamedTuple's Python-level __new__ cost more than the rest of a span's work).
@@ -49,6 +50,28 @@ _CLIENT_KINDS = frozenset((int(SpanKind.CLIENT), int(SpanKind.PRODUCER)))
 _CLIENT, _SERVER = int(SpanKind.CLIENT), int(SpanKind.SERVER)
 _ERROR = int(StatusCode.ERROR)
 _NO_DEPENDENCY = ("", "")
+_SERVER = int(SpanKind.SERVER)
+_HEALTH_RPC = "grpc.health.v1.Health"
+
+
+class _Calls(NamedTuple):
+    """The client spans of some rows: their indexes into the rows, what each calls, and the
+    operation that keys those named by their verb alone ("" for the rest)."""
+
+    rows: list[int]
+    targets: list[str]
+    operations: list[str]
+
+
+_NO_CALLS = _Calls([], [], [])
+# An open incident's evidence follows its root cause every window (its value now: over the
+# last UPDATE_WINDOWS windows); an update goes out when that moves by 30% (of itself or its
+# baseline) or the share affected by 0.2, at most every UPDATE_WINDOWS windows (severity and
+# blast radius changes go at once).
+SERIES_POINTS = 30
+UPDATE_WINDOWS = 3
+_MOVED = 0.3
+_SHARE_MOVED = 0.2
 _DEPLOY_HORIZON_NS = 30 * 60 * 1_000_000_000  # deploys this long before an incident matter
 # Lower is more specific: an open incident takes a more specific pattern when evidence for it
 # arrives (e.g. errors first, then the retries behind them).
@@ -117,6 +140,16 @@ class _Open:
     incident: Incident
     keys: set[Key]
     last_window: int
+    lead: Key  # whose spans the evidence measures, window by window
+    signature: str = ""  # of a new error: the one counted
+    series: deque[SeriesPoint] = field(default_factory=lambda: deque(maxlen=SERIES_POINTS))
+    shown: tuple[float, float] = (0.0, 0.0)  # (observed, share) as last published
+    # (value, share, spans) of the last UPDATE_WINDOWS windows measured: "now" is their
+    # weighted mean, steadier than one window of a key at a few spans a window
+    recent: deque[tuple[float, float, int]] = field(
+        default_factory=lambda: deque(maxlen=UPDATE_WINDOWS)
+    )
+    shown_window: int = 0
 
 
 class Detector:
@@ -127,6 +160,8 @@ class Detector:
         self.settings = s = settings or Settings()
         self._w = s.window_ns
         self._keys = KeyTable(s.max_keys)
+        self._calls = CallNames()
+        self._probe_paths = frozenset(s.probe_paths)
         self._stats: dict[Key, KeyStats] = {}
         self._windows: dict[int, dict[Key, WindowAcc]] = {}
         self._closed = -1  # index of the last closed window; -1 before the first span
@@ -144,6 +179,7 @@ class Detector:
         self._windows_closed = 0
         self._open: dict[Operation, _Open] = {}
         self.late_spans = 0
+        self.probe_spans = 0  # health checks and unmatched routes, left out of baselines
         self.late: Counter[str] = Counter()  # late spans by service
         self.dropped_keys = 0
         self._versions: dict[tuple[str, str], str] = {}  # (service, scope) -> version
@@ -203,6 +239,11 @@ class Detector:
         if self._closed < 0 and n:
             self._closed = min(ends) // w - 1
         order = filing.order(ends)
+        probes = self._probe_rows(batch)
+        if probes:  # health checks and unmatched routes: no baseline, no key of their own
+            self.probe_spans += len(probes)
+            order = [row for row in order if row not in probes]
+            n = len(order)
         by_end = take(ends, order)
         events: list[Event] = []
         batch_keys: dict[tuple[str, str, str, int, str], Key] = {}  # each key touched once
@@ -234,6 +275,31 @@ class Detector:
             self.watermark_ns = max(self.watermark_ns, min(by_end[-1], front))
         return events + self._close_until(self.watermark_ns)
 
+    def _probe_rows(self, b: SpanBatch) -> set[int]:
+        """Server spans that are probes: a health-check path (``Settings.probe_paths``) or
+        gRPC's health service, or a request no route matched (404 and no ``http.route``)."""
+        kinds = b.kind
+        if _SERVER not in kinds:
+            return set()
+        paths = self._probe_paths
+        routes = b.http_route
+        statuses = b.http_status_code
+        path_column = b.url_path
+        probe_paths = any(p.partition("?")[0] in paths for p in set(path_column) if p)
+        health = _HEALTH_RPC in b.rpc_service
+        if not (probe_paths or health or 404 in statuses or not paths.isdisjoint(routes)):
+            return set()
+        rows = set()
+        for row in compress(range(len(kinds)), map(eq, kinds, repeat(_SERVER))):
+            route = routes[row]
+            if (
+                (route in paths if route else statuses[row] == 404)
+                or (probe_paths and not route and path_column[row].partition("?")[0] in paths)
+                or (health and b.rpc_service[row] == _HEALTH_RPC)
+            ):
+                rows.add(row)
+        return rows
+
     def _count_late(self, b: SpanBatch, rows: list[int], ends: list[int]) -> None:
         """Spans whose window has closed: counted by service, noted by source for the log."""
         self.late_spans += len(rows)
@@ -262,7 +328,7 @@ class Detector:
         if forget:
             fresh = Detector(self.settings)
             fresh.clock, fresh.late, fresh.late_spans = self.clock, self.late, self.late_spans
-            fresh.dropped_keys = self.dropped_keys
+            fresh.dropped_keys, fresh.probe_spans = self.dropped_keys, self.probe_spans
             vars(self).update(vars(fresh))
             return events
         self._open.clear()
@@ -296,6 +362,11 @@ class Detector:
         kinds = take(b.kind, rows)
         names = take(b.name, rows)
         routes = take(b.http_route, rows)
+        # client spans named by their verb alone are keyed by what they call (the operation
+        # takes the route's place in the key's identity); the rest as they are named
+        calls = self._client_calls(b, rows, kinds)
+        for j, operation in zip(calls.rows, calls.operations, strict=True):
+            routes[j] = operation
 
         # (service, name, route, kind, scope) of each span, made twice rather than kept: a
         # tuple a span kept alive would wake the cycle collector every few hundred spans
@@ -343,7 +414,7 @@ class Detector:
                 )
             start = stop
         parents = take(b.parent_span_id, rows)
-        dependencies = self._dependencies(b, rows, kinds, keys)
+        dependencies = self._dependencies(b, rows, calls, keys)
         # the _Span fields, in its order
         columns = (span_ids, parents, keys, errors, durations, dependencies, span_windows)
         self._keep_traces(trace_ids, columns)
@@ -403,29 +474,79 @@ class Detector:
                 complete = False
         return key_of, complete
 
+    def _client_calls(self, b: SpanBatch, rows: list[int], kinds: list[int]) -> _Calls:
+        """The client spans among ``rows`` (their indexes into it), what each calls, and the
+        operation of those whose name is their verb alone (``GET`` to ``GET inventory:5002``,
+        a database's ``SELECT`` to ``SELECT stock``; "" for the rest, keyed by their name)."""
+        clients = list(compress(range(len(rows)), map(_CLIENT_KINDS.__contains__, kinds)))
+        if not clients:
+            return _NO_CALLS
+        calls = self._calls
+        calls.new_batch()
+        client_rows = take(rows, clients)
+        targets: list[str] = []
+        operations: list[str] = []
+        memo: dict[tuple[str, ...], tuple[str, str]] = {}  # spans alike in the batch, once
+        for row, name, method, db, address, port, peer in zip(
+            client_rows,
+            take(b.name, client_rows),
+            take(b.http_method, client_rows),
+            take(b.db_system, client_rows),
+            take(b.server_address, client_rows),
+            take(b.server_port, client_rows),
+            take(b.peer_service, client_rows),
+            strict=True,
+        ):
+            ident = (name, method, db, address, port, peer)
+            known = memo.get(ident)
+            if known is not None and (address or peer) and not db:
+                target, operation = known
+            else:
+                target = calls.target(address, port, peer, b.url_full[row], b.net_peer_name[row])
+                operation = ""
+                if db:
+                    operation = calls.database_operation(
+                        b.db_operation[row],
+                        b.db_collection[row],
+                        b.db_summary[row],
+                        b.db_statement[row],
+                    )
+                    if not (address or peer):
+                        target = database_name(db, b.db_name[row])
+                elif is_bare(name):
+                    verb = method or name.rpartition(" ")[2]
+                    operation = f"{verb} {target}" if target else ""
+                memo[ident] = (target, operation)
+            targets.append(target)
+            operations.append(operation)
+        return _Calls(clients, targets, operations)
+
     def _dependencies(
-        self, b: SpanBatch, rows: list[int], kinds: list[int], keys: list[Key]
+        self, b: SpanBatch, rows: list[int], calls: _Calls, keys: list[Key]
     ) -> list[tuple[str, str]]:
         """(name, operation) of the uninstrumented system each client span calls, if any."""
         out = [_NO_DEPENDENCY] * len(rows)
-        clients = list(compress(range(len(rows)), map(_CLIENT_KINDS.__contains__, kinds)))
-        if not clients:
+        if not calls.rows:
             return out
-        client_rows = take(rows, clients)
+        client_rows = take(rows, calls.rows)
         seen: dict[tuple[str, str], tuple[str, str]] = {}
-        for j, peer, address, db, messaging, rpc, db_operation in zip(
-            clients,
-            take(b.peer_service, client_rows),
-            take(b.server_address, client_rows),
+        for j, target, named, db, messaging, rpc, db_operation, method in zip(
+            calls.rows,
+            calls.targets,
+            calls.operations,
             take(b.db_system, client_rows),
             take(b.messaging_system, client_rows),
             take(b.rpc_system, client_rows),
             take(b.db_operation, client_rows),
+            take(b.http_method, client_rows),
             strict=True,
         ):
-            target = peer or address
             if target and (db or messaging or not rpc):
-                call = (target, db_operation or keys[j].operation)
+                if named:  # the key says what was called: a database's verb and object
+                    operation = method if named == f"{method} {target}" else named
+                else:
+                    operation = db_operation or keys[j].operation
+                call = (target, operation)
                 out[j] = seen.setdefault(call, call)
         return out
 
@@ -512,7 +633,7 @@ class Detector:
             findings.setdefault(key, []).append(finding)
         groups = self._group(findings, accs)
         total = sum(a.count for a in accs.values())
-        events = self._update_incidents(groups, window, total)
+        events = self._update_incidents(groups, window, total, accs)
         self._expire_traces(window)
         return events
 
@@ -842,7 +963,11 @@ class Detector:
         return Severity(min(5, max(1, level)))
 
     def _update_incidents(
-        self, groups: dict[Operation, _Group], window: int, window_spans: int
+        self,
+        groups: dict[Operation, _Group],
+        window: int,
+        window_spans: int,
+        accs: dict[Key, WindowAcc],
     ) -> list[Event]:
         events: list[Event] = []
         start_ns = window * self._w
@@ -915,8 +1040,11 @@ class Detector:
                     critical_path=self._critical_path(group.trace_ids[:1]),
                     resource=tuple(split_scope(root.scope, self.settings.identity).items()),
                 )
-                self._open[root] = _Open(incident, keys, window)
-                events.append(Event.incident(EventType.INCIDENT_OPENED, incident))
+                opened = _Open(incident, keys, window, key, finding.signature)
+                opened.shown_window = window
+                self._measure_into(opened, accs, window, at_opening=True)
+                self._open[root] = opened
+                events.append(Event.incident(EventType.INCIDENT_OPENED, opened.incident))
                 continue
             if same_root:  # only evidence about its own root keeps an incident open
                 current.last_window = window
@@ -932,11 +1060,21 @@ class Detector:
                 summary, evidence = old.summary, old.evidence
                 found = _lead_finding(shown, group, strict=True) if same_root else None
                 if found is not None:  # only evidence of its own kind, about its own root cause
-                    lead = found[1]
+                    lead_key, lead = found
                     summary = _summary(shown, old.root_cause, lead)
+                    same_metric = lead.metric == evidence.metric and lead_key == current.lead
                     evidence = Evidence(
-                        lead.metric, round(lead.observed, 6), round(lead.baseline, 6), lead.unit
+                        lead.metric,
+                        round(lead.observed, 6),
+                        round(lead.baseline, 6),
+                        lead.unit,
+                        evidence.peak if same_metric else round(lead.observed, 6),
+                        evidence.share if same_metric else 0.0,
                     )
+                    if not same_metric:  # a new measure: its own series
+                        current.series.clear()
+                        current.recent.clear()
+                    current.lead, current.signature = lead_key, lead.signature
                 current.incident = replace(
                     old,
                     severity=min(severity, old.severity),
@@ -945,6 +1083,11 @@ class Detector:
                     summary=summary,
                     evidence=evidence,
                 )
+                current.shown_window = window
+                self._measure_into(current, accs, window, at_opening=True)
+                events.append(Event.incident(EventType.INCIDENT_UPDATED, current.incident))
+        for current in self._open.values():  # the evidence follows the fault
+            if current.shown_window != window and self._measure_into(current, accs, window):
                 events.append(Event.incident(EventType.INCIDENT_UPDATED, current.incident))
         for root, current in list(self._open.items()):
             quiet = self.settings.quiet_windows
@@ -957,6 +1100,81 @@ class Detector:
                 del self._open[root]
                 events.append(Event.incident(EventType.INCIDENT_RESOLVED, resolved))
         return events
+
+    def _measure_into(
+        self, current: _Open, accs: dict[Key, WindowAcc], window: int, at_opening: bool = False
+    ) -> bool:
+        """Add this window's measure of the incident's lead key to its evidence and series;
+        whether the change is worth an update now (never ``at_opening``: an event is going
+        out anyway, and it carries the finding's own value)."""
+        old = current.incident
+        evidence = old.evidence
+        measured = self._measure(evidence.metric, current.lead, current.signature, accs)
+        if measured is None:
+            return False
+        value, share_now, spans = measured
+        at = (window + 1) * self._w
+        current.series.append(SeriesPoint(at, round(value, 6), evidence.baseline))
+        recent = current.recent
+        recent.append((value, share_now, spans))
+        weight = sum(n for _, _, n in recent) or 1
+        observed = round(sum(v * n for v, _, n in recent) / weight, 6)
+        share = round(sum(f * n for _, f, n in recent) / weight, 4)
+        lower_is_worse = evidence.metric == "requests_per_window"
+        worst = min if lower_is_worse else max
+        if at_opening:
+            observed = evidence.observed
+            peak = evidence.peak or observed
+        else:
+            peak = worst(evidence.peak, observed)
+        current.incident = replace(
+            old,
+            evidence=replace(evidence, observed=observed, peak=peak, share=share),
+            series=tuple(current.series),
+        )
+        last_observed, last_share = current.shown
+        if at_opening:
+            current.shown = (observed, share)
+            return False
+        scale = max(abs(last_observed), abs(evidence.baseline), 1e-9)
+        moved = (
+            abs(observed - last_observed) > _MOVED * scale
+            or abs(share - last_share) >= _SHARE_MOVED
+        )
+        if not moved or window - current.shown_window < UPDATE_WINDOWS:
+            return False
+        current.shown, current.shown_window = (observed, share), window
+        return True
+
+    def _measure(
+        self, metric: str, key: Key, signature: str, accs: dict[Key, WindowAcc]
+    ) -> tuple[float, float, int] | None:
+        """(value, share of the key's spans affected, weight) of an evidence metric in this
+        window; None when the window cannot tell (no spans of the key)."""
+        acc = accs.get(key)
+        stats = self._stats.get(key)
+        if metric == "requests_per_window":
+            n = acc.count if acc else 0
+            expected = stats.count_ewma if stats else 0.0
+            return float(n), (max(0.0, 1 - n / expected) if expected else 0.0), 1
+        if acc is None or not acc.count:
+            return None
+        n = acc.count
+        if metric == "error_rate":
+            return acc.errors / n, acc.errors / n, n
+        if metric == "new_error_count":
+            count = acc.signatures.get(signature, 0) if acc.signatures else 0
+            return float(count), count / n, n
+        if metric == "p50_latency_ms" and stats is not None:
+            durations = acc.durations
+            if not durations:
+                return None
+            p99 = stats.quantiles()[1]
+            s = self.settings
+            slow_above = max(s.slow_factor * p99, p99 + s.min_latency_delta_ms * 1e6)
+            slow = sum(1 for d in durations if d > slow_above)
+            return median(durations) / 1e6, slow / len(durations), n
+        return None  # calls per trace: told by the findings alone
 
     def _critical_path(self, trace_ids: list[bytes]) -> tuple[PathStep, ...]:
         """From the entry span down, following the failing child, else the longest one."""

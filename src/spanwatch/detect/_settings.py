@@ -6,6 +6,20 @@ from dataclasses import dataclass
 
 from spanwatch.model import IDENTITY_ATTRIBUTES
 
+# the paths that load balancers, orchestrators and monitoring probe
+PROBE_PATHS = (
+    "/health",
+    "/healthz",
+    "/healthcheck",
+    "/health/live",
+    "/health/ready",
+    "/livez",
+    "/readyz",
+    "/ready",
+    "/ping",
+    "/metrics",
+)
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
@@ -25,6 +39,10 @@ class Settings:
     source_live_s: float = 30.0
     # resource attributes that, with service.name, make a service's identity
     identity: tuple[str, ...] = IDENTITY_ATTRIBUTES
+    # server spans of these paths (by http.route, else url.path) are probes, not traffic: no
+    # baseline, no key (nor are gRPC health checks, nor requests no route matched: a 404
+    # without http.route)
+    probe_paths: tuple[str, ...] = PROBE_PATHS
     warmup_windows: int = 12  # windows of traffic a key needs before it can alert
     learn_windows: int = 30  # windows during which every error signature is learned as known
     new_error_windows: int = 60  # how long a new signature stays "new"

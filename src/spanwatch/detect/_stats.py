@@ -188,7 +188,7 @@ def _keep_smallest(items: list[tuple[bytes, bytes]], item: tuple[bytes, bytes], 
         items[items.index(largest)] = item
 
 
-def _median(values: list[int]) -> float:
+def median(values: list[int]) -> float:
     ordered = sorted(values)
     return float(ordered[len(ordered) // 2]) if ordered else 0.0
 
@@ -443,7 +443,7 @@ class KeyStats:
             m = len(durations)
             slow_above = max(settings.slow_factor * p99, p99 + settings.min_latency_delta_ms * 1e6)
             above = sum(1 for d in durations if d > slow_above)
-            median = _median(durations)
+            mid = median(durations)
             ra, rm, rw = self.slow_run
             if above and above / m >= settings.slow_share:  # suspicious: add it to the run
                 ra, rm, rw = (
@@ -465,10 +465,10 @@ class KeyStats:
                     Finding(
                         Family.LATENCY,
                         "p50_latency_ms",
-                        median / 1e6,
+                        mid / 1e6,
                         p50 / 1e6,
                         "ms",
-                        median / max(p50, 1.0),
+                        mid / max(p50, 1.0),
                         round(above * n / m),
                     )
                 )
@@ -478,7 +478,7 @@ class KeyStats:
                 ring = self.drift_ring
                 if ring is None:
                     ring = self.drift_ring = deque(maxlen=settings.drift_windows)
-                ring.append((m, sum(1 for d in durations if d > slow_p75), median))
+                ring.append((m, sum(1 for d in durations if d > slow_p75), mid))
                 total = sum(r[0] for r in ring)
                 high = sum(r[1] for r in ring)
                 recent = [r[2] for r in list(ring)[-settings.drift_recent :]]
@@ -496,10 +496,10 @@ class KeyStats:
                         Finding(
                             Family.LATENCY,
                             "p50_latency_ms",
-                            median / 1e6,
+                            mid / 1e6,
                             slow_p50 / 1e6,
                             "ms",
-                            median / max(slow_p50, 1.0),
+                            mid / max(slow_p50, 1.0),
                             high,
                             drift=True,
                         )

@@ -72,12 +72,18 @@ class Operation:
 
 @dataclass(frozen=True, slots=True)
 class Evidence:
-    """What was measured against what was expected, e.g. error rate 0.42 vs 0.01."""
+    """What was measured against what was expected, e.g. error rate 0.42 vs 0.01.
+
+    While an incident is open, ``observed`` is the latest window's value, ``peak`` the worst
+    seen so far (the highest, or for a traffic drop the lowest) and ``share`` the share of the
+    root cause's spans that the latest window found affected (failed, slow, or missing)."""
 
     metric: str
     observed: float
     baseline: float
     unit: str = ""
+    peak: float = 0.0
+    share: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -85,7 +91,21 @@ class Evidence:
             "observed": self.observed,
             "baseline": self.baseline,
             "unit": self.unit,
+            "peak": self.peak,
+            "share": self.share,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesPoint:
+    """The evidence's metric in one window of an open incident (event time: the window's end)."""
+
+    at_ns: int
+    observed: float
+    baseline: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"at": rfc3339_ns(self.at_ns), "observed": self.observed, "baseline": self.baseline}
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +166,8 @@ class Incident:
     critical_path: tuple[PathStep, ...] = ()
     # the identity attributes that are set, e.g. (("deployment.environment.name", "prod"),)
     resource: tuple[tuple[str, str], ...] = ()
+    # the evidence's metric, window by window, for the last SERIES_POINTS windows
+    series: tuple[SeriesPoint, ...] = ()
 
     @property
     def status(self) -> str:
@@ -169,6 +191,7 @@ class Incident:
             "namespace": "",
             "environment": "",
             "resource": dict(self.resource),
+            "series": [point.to_dict() for point in self.series],
         }
         for name, value in self.resource:
             if name == "service.namespace":
