@@ -26,6 +26,11 @@ detector's defaults are the same in all of them):
   replay after a restart); only the second pass is scored
 - ``two_environments``: a healthy staging copy of the fleet (same service names, its own
   traffic) alongside prod, where the fault is; an incident in staging is a false one
+- ``instrumented_old`` / ``instrumented_new``: every HTTP and database span in the shape the
+  real OpenTelemetry Python instrumentations give it (``spanwatch.sim._shapes``), with the old
+  or the new semantic conventions: client spans named by the bare method and their callee only
+  in the URL (old) or in server.address / server.port (new), no peer.service, database spans
+  named by the verb with the statement; server spans keep their names, so labels still match
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from dataclasses import dataclass, field, replace
 from spanwatch.detect import Detector, Settings
 from spanwatch.model import Pattern, Span, SpanBatch, make_scope, make_source
 from spanwatch.sim import NS, TOPOLOGIES, Fault, Label, Simulator
+from spanwatch.sim._shapes import reshape_batch
 
 WARMUP_S = 900.0
 FAULT_S = 300.0
@@ -218,6 +224,9 @@ def _condition(name: str, make_sim: Callable[[str], Simulator], seed: int, secon
         return Run(_lagging(sim.batches(seconds), service, 60))
     if name == "replayed_twice":
         return Run(sim.batches(seconds), passes=2)
+    if name in ("instrumented_old", "instrumented_new"):
+        mode = name.removeprefix("instrumented_")
+        return Run(reshape_batch(batch, mode) for batch in sim.batches(seconds))
     raise ValueError(f"unknown condition {name!r}; one of {', '.join(CONDITIONS)}")
 
 
@@ -229,6 +238,8 @@ CONDITIONS = (
     "collector_lag",
     "replayed_twice",
     "two_environments",
+    "instrumented_old",
+    "instrumented_new",
 )
 
 
