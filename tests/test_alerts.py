@@ -423,6 +423,10 @@ def test_evidence_sentence() -> None:
     evidence = {"metric": "p99_latency", "observed": 45.193075, "baseline": 5.732867, "unit": "ms"}
     assert describe_evidence(evidence) == "p99_latency 45 ms against a baseline of 5.7 ms"
     assert describe_evidence({}) == ""
+    following = {**evidence, "observed": 30.2, "peak": 61.5, "share": 0.42}
+    assert describe_evidence(following) == (
+        "p99_latency 30 ms against a baseline of 5.7 ms, worst 62 ms, 42% of spans affected"
+    )
 
 
 def test_an_alert_keeps_its_start_and_resolves_with_an_end_after_it() -> None:

@@ -121,6 +121,12 @@ def facts_of(incidents: list[dict[str, Any]], facts_text: str = "") -> Facts:
                 numbers.append(value)
                 if ev.get("unit") == "ratio":
                     numbers.append(value * 100)
+        for name in ("peak", "share"):  # the latest evidence of an open incident
+            value = _float(ev.get(name))
+            if value:
+                numbers.append(value)
+                if ev.get("unit") == "ratio" or name == "share":
+                    numbers.append(value * 100)
         if observed is not None and baseline:
             numbers += [observed / baseline, observed - baseline]
             if ev.get("unit") == "ratio":

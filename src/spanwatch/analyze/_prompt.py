@@ -72,6 +72,17 @@ def _clean(value: Any, redactor: Redactor, limit: int = FIELD_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _evidence_now(ev: dict[str, Any], c: Any) -> str:
+    """The evidence's latest state while the incident is open: its worst so far and the share
+    of the root cause's spans affected now ("" for an incident that carries neither)."""
+    out = ""
+    if ev.get("peak"):
+        out += f"; worst so far {c(ev['peak'])} {c(ev.get('unit', ''))}"
+    if ev.get("share"):
+        out += f"; {c(round(float(ev['share']) * 100, 1))}% of its spans affected now"
+    return out
+
+
 def incident_facts(incident: dict[str, Any], redactor: Redactor, number: int, total: int) -> str:
     """One incident's full section of the prompt."""
 
@@ -91,7 +102,8 @@ def incident_facts(incident: dict[str, Any], redactor: Redactor, number: int, to
         f"root cause (detector's estimate): {c(root.get('service', ''))} · "
         f"{c(root.get('operation', ''))}",
         f"evidence: {c(ev.get('metric', ''))} observed {c(ev.get('observed', ''))} "
-        f"{c(ev.get('unit', ''))} against a baseline of {c(ev.get('baseline', ''))}",
+        f"{c(ev.get('unit', ''))} against a baseline of {c(ev.get('baseline', ''))}"
+        + _evidence_now(ev, c),
         f"services affected: {c(', '.join(incident.get('services', [])) or '-')}",
         f"started: {c(incident.get('started_at', ''))}; detected: "
         f"{c(incident.get('detected_at', ''))}",

@@ -141,7 +141,9 @@ class _Open:
     keys: set[Key]
     last_window: int
     lead: Key  # whose spans the evidence measures, window by window
-    signature: str = ""  # of a new error: the one counted
+    finding: Finding  # the lead finding: what the summary says, redone as the evidence moves
+    edge: bool = False  # the summary's: the trouble is in front of the root
+    counted: int = 0  # a new error's spans since the incident opened
     series: deque[SeriesPoint] = field(default_factory=lambda: deque(maxlen=SERIES_POINTS))
     shown: tuple[float, float] = (0.0, 0.0)  # (observed, share) as last published
     # (value, share, spans) of the last UPDATE_WINDOWS windows measured: "now" is their
@@ -875,7 +877,7 @@ class Detector:
                 and not children.get(span.span_id)
             ):
                 name, operation = span.dependency
-                votes[(Operation(name, operation.split(" ")[0], span.key.scope), True)] += 1
+                votes[(Operation(name, operation, span.key.scope), True)] += 1
             else:
                 votes[(Operation(span.key.service, span.key.operation, span.key.scope), False)] += 1
             if finding.family in (Family.ERRORS, Family.NEW_ERROR):
@@ -1040,7 +1042,7 @@ class Detector:
                     critical_path=self._critical_path(group.trace_ids[:1]),
                     resource=tuple(split_scope(root.scope, self.settings.identity).items()),
                 )
-                opened = _Open(incident, keys, window, key, finding.signature)
+                opened = _Open(incident, keys, window, key, finding, group.edge)
                 opened.shown_window = window
                 self._measure_into(opened, accs, window, at_opening=True)
                 self._open[root] = opened
@@ -1074,7 +1076,7 @@ class Detector:
                     if not same_metric:  # a new measure: its own series
                         current.series.clear()
                         current.recent.clear()
-                    current.lead, current.signature = lead_key, lead.signature
+                    current.lead, current.finding, current.counted = lead_key, lead, 0
                 current.incident = replace(
                     old,
                     severity=min(severity, old.severity),
@@ -1109,10 +1111,12 @@ class Detector:
         out anyway, and it carries the finding's own value)."""
         old = current.incident
         evidence = old.evidence
-        measured = self._measure(evidence.metric, current.lead, current.signature, accs)
+        measured = self._measure(evidence.metric, current.lead, current.finding.signature, accs)
         if measured is None:
             return False
         value, share_now, spans = measured
+        if evidence.metric == "new_error_count" and not at_opening:
+            current.counted += int(value)
         at = (window + 1) * self._w
         current.series.append(SeriesPoint(at, round(value, 6), evidence.baseline))
         recent = current.recent
@@ -1144,6 +1148,13 @@ class Detector:
         if not moved or window - current.shown_window < UPDATE_WINDOWS:
             return False
         current.shown, current.shown_window = (observed, share), window
+        now = replace(
+            current.finding,
+            observed=observed,
+            affected=current.finding.affected + current.counted,
+        )
+        summary = _summary(old.pattern, old.root_cause, now, current.edge)
+        current.incident = replace(current.incident, summary=summary)
         return True
 
     def _measure(
@@ -1240,14 +1251,23 @@ _FAMILY_OF = {
 def _lead_finding(
     pattern: Pattern, group: _Group, strict: bool = False
 ) -> tuple[Key, Finding] | None:
-    """The strongest finding of the pattern's own kind: what the evidence and summary show.
+    """The strongest finding of the pattern's own kind, on the root's own key if it has one:
+    what the evidence and summary show.
 
     Without one: the strongest finding of any kind, or None when ``strict``."""
     family = _FAMILY_OF[pattern]
     matching = [kf for kf in group.findings if kf[1].family == family]
     if not matching and strict:
         return None
-    return max(matching or group.findings, key=lambda kf: (kf[1].magnitude, kf[1].affected))
+    root = group.root
+    # the root's own spans first: a caller's view of the fault is a symptom of it
+    own = [
+        kf
+        for kf in matching
+        if (kf[0].service, kf[0].operation, kf[0].scope)
+        == (root.service, root.operation, root.scope)
+    ]
+    return max(own or matching or group.findings, key=lambda kf: (kf[1].magnitude, kf[1].affected))
 
 
 def _summary(pattern: Pattern, root: Operation, finding: Finding, edge: bool = False) -> str:

@@ -106,10 +106,16 @@ def describe_evidence(evidence: Mapping[str, Any]) -> str:
     if not metric:
         return ""
     unit = str(evidence.get("unit", ""))
-    return (
+    text = (
         f"{metric} {format_value(evidence.get('observed'), unit)} against a baseline of "
         f"{format_value(evidence.get('baseline'), unit)}"
     )
+    peak, share = evidence.get("peak"), evidence.get("share")
+    if peak and peak != evidence.get("observed"):
+        text += f", worst {format_value(peak, unit)}"
+    if share:
+        text += f", {format_value(share, 'ratio')} of spans affected"
+    return text
 
 
 def incident_link(page_url: str, incident_id: str) -> str:
