@@ -245,9 +245,9 @@ def test_calls_are_keyed_by_what_they_call_and_probes_by_nothing() -> None:
     _run(App(), 30, detector)
     keys = {(k.service, k.operation, SpanKind(k.kind).name) for k in detector._keys._keys}
     assert keys == {
-        ("frontend", "/order/<int:order_id>", "SERVER"),
+        ("frontend", "GET /order/<int:order_id>", "SERVER"),  # the method from http.method
         ("frontend", "GET 127.0.0.1:5001", "CLIENT"),
-        ("orders", "/orders/<int:order_id>", "SERVER"),
+        ("orders", "GET /orders/<int:order_id>", "SERVER"),
         ("orders", "SELECT orders", "CLIENT"),
         ("orders", "SELECT stock", "CLIENT"),
     }
@@ -258,7 +258,7 @@ def test_probe_paths_are_configurable() -> None:
     detector = Detector(Settings(probe_paths=()))
     _run(App(), 5, detector)
     operations = {k.operation for k in detector._keys._keys}
-    assert "/healthz" in operations  # no longer a probe; the unmatched 404 still is
+    assert "GET /healthz" in operations  # no longer a probe; the unmatched 404 still is
     assert detector.probe_spans == 5
 
 

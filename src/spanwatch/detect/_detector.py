@@ -369,6 +369,12 @@ class Detector:
         calls = self._client_calls(b, rows, kinds)
         for j, operation in zip(calls.rows, calls.operations, strict=True):
             routes[j] = operation
+        if any(map(eq, names, routes)):  # server spans named by their route alone (Flask's)
+            methods = b.http_method
+            for j in compress(range(len(rows)), map(eq, names, routes)):
+                method = methods[rows[j]]
+                if method and routes[j] and kinds[j] == _SERVER:
+                    routes[j] = f"{method} {routes[j]}"  # as "GET /route" is keyed
 
         # (service, name, route, kind, scope) of each span, made twice rather than kept: a
         # tuple a span kept alive would wake the cycle collector every few hundred spans
