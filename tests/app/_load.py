@@ -117,14 +117,18 @@ class Load:
             for status in probe(self._cluster):
                 self._count("probe", status)
 
+    def snapshot(self) -> Counter[tuple[str, int]]:
+        """The answers so far, by (kind, status)."""
+        with self._lock:
+            return Counter(self.counts)
+
     def stop(self) -> Counter[tuple[str, int]]:
         """Stop sending, wait for the answers in flight; the counts by (kind, status)."""
         self._stop.set()
         for thread in self._threads:
             thread.join()
         self._pool.shutdown(wait=True)
-        with self._lock:
-            return Counter(self.counts)
+        return self.snapshot()
 
 
 # The recording: every shape of span the app makes, each a few times. A step is a fault to
