@@ -263,8 +263,9 @@ def test_probe_paths_are_configurable() -> None:
 
 
 def test_a_slow_sqlite_query_is_a_slow_dependency_named_by_its_database() -> None:
-    """A database with no address is a dependency named by its system and file: a query
-    200 ms slower is slow_dependency on ``sqlite orders.db``, not latency on the caller."""
+    """A database with no address is a dependency named by its system and file, and its
+    caller's: a query 200 ms slower is slow_dependency on ``sqlite orders.db (orders)``,
+    not latency on the caller."""
     app = App()
     detector = Detector()
     _run(app, 400, detector)
@@ -275,7 +276,7 @@ def test_a_slow_sqlite_query_is_a_slow_dependency_named_by_its_database() -> Non
     first = opened[0]
     assert (first["pattern"], first["root_cause"]["service"]) == (
         "slow_dependency",
-        "sqlite orders.db",
+        "sqlite orders.db (orders)",
     ), first
     assert first["root_cause"]["operation"] == "SELECT orders"
     assert len(opened) == 1, [(i["pattern"], i["root_cause"]) for i in opened]

@@ -495,8 +495,9 @@ class Detector:
         targets: list[str] = []
         operations: list[str] = []
         memo: dict[tuple[str, ...], tuple[str, str]] = {}  # spans alike in the batch, once
-        for row, name, method, db, address, port, peer in zip(
+        for row, service, name, method, db, address, port, peer in zip(
             client_rows,
+            take(b.service, client_rows),
             take(b.name, client_rows),
             take(b.http_method, client_rows),
             take(b.db_system, client_rows),
@@ -505,7 +506,7 @@ class Detector:
             take(b.peer_service, client_rows),
             strict=True,
         ):
-            ident = (name, method, db, address, port, peer)
+            ident = (service, name, method, db, address, port, peer)
             known = memo.get(ident)
             if known is not None and (address or peer) and not db:
                 target, operation = known
@@ -520,7 +521,7 @@ class Detector:
                         b.db_statement[row],
                     )
                     if not (address or peer):
-                        target = database_name(db, b.db_name[row])
+                        target = database_name(db, b.db_name[row], service)
                 elif is_bare(name):
                     verb = method or name.rpartition(" ")[2]
                     operation = f"{verb} {target}" if target else ""

@@ -152,11 +152,20 @@ def url_host(url: str) -> str:
     return host_port(netloc, "")
 
 
-def database_name(system: str, name: str) -> str:
-    """A database as a dependency: its system and name (``sqlite orders.db``), a file
-    database by its file's name."""
-    name = name.replace("\\", "/").rstrip("/").rpartition("/")[2]
-    return f"{system} {name}" if name else system
+# the database a system calls its own when a call names none (SQLite's primary one is "main")
+_DEFAULT_DATABASE = {"sqlite": "main"}
+
+
+def database_name(system: str, name: str, caller: str) -> str:
+    """A database that a call reaches at no address, as a dependency: its system and name
+    (``sqlite orders.db``; a file database by its file's name), and the service that calls
+    it, whose own it is (an embedded database, or one the span does not locate): two
+    services' ``sqlite main`` are two databases."""
+    name = name.replace("\\", "/").rstrip("/").rpartition("/")[2] or _DEFAULT_DATABASE.get(
+        system, ""
+    )
+    database = f"{system} {name}" if name else system
+    return f"{database} ({caller})"
 
 
 def statement_template(statement: str) -> str:
