@@ -13,7 +13,7 @@ import time
 import urllib.request
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import IO, Any
 
 ROOT = Path(__file__).resolve().parents[2]
 SEMCONV_MODES = ("old", "new")
@@ -54,14 +54,17 @@ class Cluster:
             raise ValueError(f"semconv is old or new, not {semconv!r}")
         self.semconv = semconv
         self._export = export
-        self._own_dir = None if workdir else tempfile.TemporaryDirectory(prefix="spanwatch-app-")
-        self.workdir = workdir or Path(self._own_dir.name)  # type: ignore[union-attr]
+        self._own_dir: tempfile.TemporaryDirectory[str] | None = None
+        if workdir is None:
+            self._own_dir = tempfile.TemporaryDirectory(prefix="spanwatch-app-")
+            workdir = Path(self._own_dir.name)
+        self.workdir = workdir
         self._seed = seed
         self._timeout = start_timeout
         self._env = env or {}
         self.urls: dict[str, str] = {}
         self._procs: dict[str, subprocess.Popen[str]] = {}
-        self._logs: list[Any] = []
+        self._logs: list[IO[str]] = []
 
     def __enter__(self) -> Cluster:
         try:
