@@ -13,13 +13,16 @@ from websockets.asyncio.client import connect
 from tests.conftest import DaemonProcess, simulate
 
 
-def _incident_messages(proc: DaemonProcess, expect: int) -> list[dict[str, Any]]:
+def _incident_messages(proc: DaemonProcess, until: str) -> list[dict[str, Any]]:
+    """Messages from the start of the stream up to the first of type ``until``."""
+
     async def read() -> list[dict[str, Any]]:
         messages: list[dict[str, Any]] = []
         url = f"ws://127.0.0.1:{proc.ws_port}/events?since=0"
         async with connect(url, max_queue=None) as ws:
-            while len(messages) < expect:
+            while not messages or messages[-1]["type"] != until:
                 messages.append(json.loads(await asyncio.wait_for(ws.recv(), 30)))
+                assert len(messages) < 200, [m["type"] for m in messages]
         return messages
 
     return asyncio.run(read())
@@ -40,8 +43,12 @@ def test_simulated_fault_becomes_an_incident_on_the_websocket(
     proc = daemon_process("--no-llm")
     proc.wait_ready()
     simulate(proc, "error_burst", 1000)
-    opened, resolved = _incident_messages(proc, 2)
-    assert (opened["type"], resolved["type"]) == ("incident.opened", "incident.resolved")
+    messages = _incident_messages(proc, "incident.resolved")
+    opened, resolved = messages[0], messages[-1]
+    assert opened["type"] == "incident.opened"
+    # between them, only updates of the same incident (its evidence as the fault goes on)
+    assert {m["type"] for m in messages[1:-1]} <= {"incident.updated"}
+    assert {m["incident"]["id"] for m in messages} == {opened["incident"]["id"]}
     incident = opened["incident"]
     assert incident["pattern"] == "error_burst"
     assert incident["root_cause"] == {"service": "payments", "operation": "POST /v1/charges"}

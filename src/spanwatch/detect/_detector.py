@@ -55,15 +55,51 @@ _HEALTH_RPC = "grpc.health.v1.Health"
 
 
 class _Calls(NamedTuple):
-    """The client spans of some rows: their indexes into the rows, what each calls, and the
-    operation that keys those named by their verb alone ("" for the rest)."""
+    """The client spans of some rows: their indexes into the rows, the operation that keys
+    those named by their verb alone ("" for the rest), and the uninstrumented system each
+    calls (_NO_DEPENDENCY for none)."""
 
     rows: list[int]
-    targets: list[str]
     operations: list[str]
+    dependencies: list[tuple[str, str] | None]  # None: told by the key (_dependencies)
 
 
 _NO_CALLS = _Calls([], [], [])
+
+
+def _call_columns(b: SpanBatch) -> tuple[list[Any], ...]:
+    """The columns that tell one kind of client call from another (not the URL, which holds
+    ids: read only for the calls that have nothing else)."""
+    return (
+        b.service,
+        b.name,
+        b.kind,
+        b.http_method,
+        b.db_system,
+        b.server_address,
+        b.server_port,
+        b.peer_service,
+        b.db_operation,
+        b.db_collection,
+        b.db_summary,
+        b.db_statement,
+        b.db_name,
+        b.messaging_system,
+        b.rpc_system,
+    )
+
+
+# a call that only its URL can tell, described span by span (an operation no call has)
+_BY_URL = ("\x00", _NO_DEPENDENCY)
+
+
+def _bare_call(name: str, method: str, target: str) -> str:
+    """The operation of a call named by its verb alone: verb and target ("" for the rest)."""
+    if not target or not is_bare(name):
+        return ""
+    return f"{method or name.rpartition(' ')[2]} {target}"
+
+
 # An open incident's evidence follows its root cause every window (its value now: over the
 # last UPDATE_WINDOWS windows); an update goes out when that moves by 30% (of itself or its
 # baseline) or the share affected by 0.2, at most every UPDATE_WINDOWS windows (severity and
@@ -367,8 +403,10 @@ class Detector:
         # client spans named by their verb alone are keyed by what they call (the operation
         # takes the route's place in the key's identity); the rest as they are named
         calls = self._client_calls(b, rows, kinds)
-        for j, operation in zip(calls.rows, calls.operations, strict=True):
-            routes[j] = operation
+        if any(calls.operations):
+            for j, operation in zip(calls.rows, calls.operations, strict=True):
+                if operation:
+                    routes[j] = operation
         if any(map(eq, names, routes)):  # server spans named by their route alone (Flask's)
             methods = b.http_method
             for j in compress(range(len(rows)), map(eq, names, routes)):
@@ -483,52 +521,63 @@ class Detector:
         return key_of, complete
 
     def _client_calls(self, b: SpanBatch, rows: list[int], kinds: list[int]) -> _Calls:
-        """The client spans among ``rows`` (their indexes into it), what each calls, and the
-        operation of those whose name is their verb alone (``GET`` to ``GET inventory:5002``,
-        a database's ``SELECT`` to ``SELECT stock``; "" for the rest, keyed by their name)."""
+        """The client spans among ``rows`` (their indexes into it), the operation of those
+        whose name is their verb alone (``GET`` to ``GET inventory:5002``, a database's
+        ``SELECT`` to ``SELECT stock``; "" for the rest, keyed by their name), and for those
+        the system each calls (for the rest, ``_dependencies`` tells once their keys are
+        known).
+
+        Calls alike in every column that matters are described once (a batch holds a few
+        kinds of call); only calls known by their URL alone are read one by one."""
         clients = list(compress(range(len(rows)), map(_CLIENT_KINDS.__contains__, kinds)))
         if not clients:
             return _NO_CALLS
-        calls = self._calls
-        calls.new_batch()
         client_rows = take(rows, clients)
-        targets: list[str] = []
-        operations: list[str] = []
-        memo: dict[tuple[str, ...], tuple[str, str]] = {}  # spans alike in the batch, once
-        for row, service, name, method, db, address, port, peer in zip(
-            client_rows,
-            take(b.service, client_rows),
-            take(b.name, client_rows),
-            take(b.http_method, client_rows),
-            take(b.db_system, client_rows),
-            take(b.server_address, client_rows),
-            take(b.server_port, client_rows),
-            take(b.peer_service, client_rows),
-            strict=True,
-        ):
-            ident = (service, name, method, db, address, port, peer)
-            known = memo.get(ident)
-            if known is not None and (address or peer) and not db:
-                target, operation = known
+        names = take(b.name, client_rows)
+        bare = {name: is_bare(name) for name in dict.fromkeys(names)}
+        operations = [""] * len(clients)
+        dependencies: list[tuple[str, str] | None] = [None] * len(clients)
+        if not any(bare.values()):
+            return _Calls(clients, operations, dependencies)
+        self._calls.new_batch()
+        picked = [i for i, name in enumerate(names) if bare[name]]
+        picked_rows = take(client_rows, picked)
+        idents = list(zip(*(take(column, picked_rows) for column in _call_columns(b)), strict=True))
+        described = {ident: self._describe_call(ident) for ident in dict.fromkeys(idents)}
+        by_url: dict[tuple[str, ...], tuple[str, tuple[str, str]]] = {}
+        for i, row, ident in zip(picked, picked_rows, idents, strict=True):
+            call = described[ident]
+            if call == _BY_URL:  # no address, no peer, no database: the URL tells
+                at = (*ident, b.url_full[row], b.net_peer_name[row])
+                call = by_url.get(at) or by_url.setdefault(at, self._describe_call(ident, *at[-2:]))
+            operations[i], dependencies[i] = call
+        return _Calls(clients, operations, dependencies)
+
+    def _describe_call(
+        self, ident: tuple[str, ...], url: str | None = None, net_peer: str = ""
+    ) -> tuple[str, tuple[str, str]]:
+        """(operation, dependency) of a kind of client span (its _call_columns): the
+        operation "" unless its name is its verb alone or it is a database call. _BY_URL
+        when only its URL can tell what it calls and ``url`` is not given."""
+        (service, name, kind, method, db, address, port, peer) = ident[:8]
+        db_op, table, summary, statement, db_name, messaging, rpc = ident[8:]
+        calls = self._calls
+        if db:
+            operation = calls.database_operation(db_op, table, summary, statement)
+            if address or peer:
+                target = calls.target(address, port, peer, "", "")
             else:
-                target = calls.target(address, port, peer, b.url_full[row], b.net_peer_name[row])
-                operation = ""
-                if db:
-                    operation = calls.database_operation(
-                        b.db_operation[row],
-                        b.db_collection[row],
-                        b.db_summary[row],
-                        b.db_statement[row],
-                    )
-                    if not (address or peer):
-                        target = database_name(db, b.db_name[row], service)
-                elif is_bare(name):
-                    verb = method or name.rpartition(" ")[2]
-                    operation = f"{verb} {target}" if target else ""
-                memo[ident] = (target, operation)
-            targets.append(target)
-            operations.append(operation)
-        return _Calls(clients, targets, operations)
+                target = database_name(db, db_name, service)
+        elif address or peer or url is not None:
+            target = calls.target(address, port, peer, url or "", net_peer)
+            operation = _bare_call(name, method, target)
+        else:
+            return _BY_URL
+        if not target or not (db or messaging or not rpc):
+            return operation, _NO_DEPENDENCY
+        if operation:  # the key says what was called: a database's verb and object
+            return operation, (target, method if operation == f"{method} {target}" else operation)
+        return operation, (target, db_op or self._keys.operation_of(name, "", int(kind)))
 
     def _dependencies(
         self, b: SpanBatch, rows: list[int], calls: _Calls, keys: list[Key]
@@ -539,23 +588,34 @@ class Detector:
             return out
         client_rows = take(rows, calls.rows)
         seen: dict[tuple[str, str], tuple[str, str]] = {}
-        for j, target, named, db, messaging, rpc, db_operation, method in zip(
+        target_of = self._calls.target
+        for j, row, known, peer, address, port, db, messaging, rpc, db_operation in zip(
             calls.rows,
-            calls.targets,
-            calls.operations,
+            client_rows,
+            calls.dependencies,
+            take(b.peer_service, client_rows),
+            take(b.server_address, client_rows),
+            take(b.server_port, client_rows),
             take(b.db_system, client_rows),
             take(b.messaging_system, client_rows),
             take(b.rpc_system, client_rows),
             take(b.db_operation, client_rows),
-            take(b.http_method, client_rows),
             strict=True,
         ):
-            if target and (db or messaging or not rpc):
-                if named:  # the key says what was called: a database's verb and object
-                    operation = method if named == f"{method} {target}" else named
-                else:
-                    operation = db_operation or keys[j].operation
-                call = (target, operation)
+            if known is not None:  # described with its operation
+                if known is not _NO_DEPENDENCY:
+                    out[j] = seen.setdefault(known, known)
+                continue
+            if not (db or messaging or not rpc):
+                continue
+            if address or peer:
+                target = target_of(address, port, peer, "", "")
+            elif db:
+                target = database_name(db, b.db_name[row], b.service[row])
+            else:
+                target = target_of("", port, "", b.url_full[row], b.net_peer_name[row])
+            if target:
+                call = (target, db_operation or keys[j].operation)
                 out[j] = seen.setdefault(call, call)
         return out
 

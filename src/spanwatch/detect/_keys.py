@@ -244,6 +244,7 @@ class CallNames:
         self.parses_per_batch = parses_per_batch
         self._statements: dict[str, tuple[str, tuple[str, ...]]] = {}  # raw text -> parsed
         self._templates: dict[str, tuple[str, tuple[str, ...]]] = {}
+        self._hosts: dict[tuple[str, str], str] = {}  # (address, port) -> host:port
         self._budget = parses_per_batch
 
     def new_batch(self) -> None:
@@ -253,7 +254,12 @@ class CallNames:
         """The peer a client span calls: ``server.address``/``server.port``, else
         ``peer.service``, else the host of ``url.full``/``http.url``, else ``net.peer.name``."""
         if address:
-            return host_port(address, port)
+            known = self._hosts.get((address, port))
+            if known is None:
+                if len(self._hosts) >= self.capacity:
+                    self._hosts.clear()
+                known = self._hosts[address, port] = host_port(address, port)
+            return known
         if peer:
             return peer
         if url and (host := url_host(url)):
