@@ -366,7 +366,8 @@ def _matches(opened: Opened, label: Label) -> bool:
 
 def _root_ok(opened: Opened, label: Label) -> bool:
     if label.pattern is Pattern.SLOW_DEPENDENCY:  # a dependency is named by itself
-        return opened.root[0] == label.root_cause.service
+        name = opened.root[0]  # its host, or host:port when its spans give the port
+        return label.root_cause.service in (name, name.rpartition(":")[0])
     return opened.root == (label.root_cause.service, label.root_cause.operation)
 
 

@@ -86,6 +86,7 @@ def _call_columns(b: SpanBatch) -> tuple[list[Any], ...]:
         b.db_name,
         b.messaging_system,
         b.rpc_system,
+        b.net_peer_name,
     )
 
 
@@ -560,12 +561,12 @@ class Detector:
         operation "" unless its name is its verb alone or it is a database call. _BY_URL
         when only its URL can tell what it calls and ``url`` is not given."""
         (service, name, kind, method, db, address, port, peer) = ident[:8]
-        db_op, table, summary, statement, db_name, messaging, rpc = ident[8:]
+        db_op, table, summary, statement, db_name, messaging, rpc, net_peer_name = ident[8:]
         calls = self._calls
         if db:
             operation = calls.database_operation(db_op, table, summary, statement)
-            if address or peer:
-                target = calls.target(address, port, peer, "", "")
+            if address or peer or net_peer_name:
+                target = calls.target(address, port, peer, "", net_peer_name)
             else:
                 target = database_name(db, db_name, service)
         elif address or peer or url is not None:
@@ -610,7 +611,7 @@ class Detector:
                 continue
             if address or peer:
                 target = target_of(address, port, peer, "", "")
-            elif db:
+            elif db and not b.net_peer_name[row]:
                 target = database_name(db, b.db_name[row], b.service[row])
             else:
                 target = target_of("", port, "", b.url_full[row], b.net_peer_name[row])
@@ -896,8 +897,17 @@ class Detector:
         if finding.family is Family.TRAFFIC:
             top = key
             seen = {key}
+            parents = self._parents
             while True:
-                up = [p for p in self._parents.get(top, ()) if p in dropping and p not in seen]
+                # a client key is an edge, and one that several calls share (GET catalog)
+                # may not drop with this one: the walk looks through it to its callers
+                above = set()
+                for p in parents.get(top, ()):
+                    if p in dropping:
+                        above.add(p)
+                    elif p.kind in _CLIENT_KINDS:
+                        above.update(g for g in parents.get(p, ()) if g in dropping)
+                up = [p for p in above if p not in seen]
                 if not up:
                     break
                 top = min(up)
