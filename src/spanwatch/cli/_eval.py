@@ -31,6 +31,9 @@ detector's defaults are the same in all of them):
   or the new semantic conventions: client spans named by the bare method and their callee only
   in the URL (old) or in server.address / server.port (new), no peer.service, database spans
   named by the verb with the statement; server spans keep their names, so labels still match
+- ``no_status_codes``: every span's status code and message, exception event and HTTP status
+  code stripped, as from instrumentation that records none (an exception swallowed, or turned
+  into a response without a status): a fault shows only as traces that stop short
 """
 
 from __future__ import annotations
@@ -192,6 +195,19 @@ def _lagging(batches: Iterator[SpanBatch], service: str, ticks: int) -> Iterator
     return _per_service(batches, service, change)
 
 
+def _without_status(batch: SpanBatch) -> SpanBatch:
+    """The batch as instrumentation that records no status, exception or HTTP status gives it."""
+    n = len(batch)
+    return replace(
+        batch,
+        status_code=[0] * n,
+        status_message=[""] * n,
+        exception_type=[""] * n,
+        exception_message=[""] * n,
+        http_status_code=[0] * n,
+    )
+
+
 def _condition(name: str, make_sim: Callable[[str], Simulator], seed: int, seconds: float) -> Run:
     """One run's traffic under the named condition; ``make_sim(scope)`` makes its simulation."""
     if name == "two_environments":
@@ -227,6 +243,8 @@ def _condition(name: str, make_sim: Callable[[str], Simulator], seed: int, secon
     if name in ("instrumented_old", "instrumented_new"):
         mode = name.removeprefix("instrumented_")
         return Run(reshape_batch(batch, mode) for batch in sim.batches(seconds))
+    if name == "no_status_codes":
+        return Run(_without_status(batch) for batch in sim.batches(seconds))
     raise ValueError(f"unknown condition {name!r}; one of {', '.join(CONDITIONS)}")
 
 
@@ -240,6 +258,7 @@ CONDITIONS = (
     "two_environments",
     "instrumented_old",
     "instrumented_new",
+    "no_status_codes",
 )
 
 

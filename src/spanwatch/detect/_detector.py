@@ -42,7 +42,7 @@ from ._clock import BACKWARD, ClockNote, EventClock
 from ._filing import take
 from ._keys import CallNames, Key, KeyTable, database_name, is_bare, template
 from ._settings import Settings
-from ._stats import Family, Finding, KeyStats, WindowAcc, chernoff_upper, median
+from ._stats import CallShares, Family, Finding, KeyStats, WindowAcc, chernoff_upper, median
 
 # Plain ints and a plain tuple constructor for the per-span loop (enum comparisons and
 # NamedTuple's Python-level __new__ cost more than the rest of a span's work).
@@ -50,7 +50,7 @@ _CLIENT_KINDS = frozenset((int(SpanKind.CLIENT), int(SpanKind.PRODUCER)))
 _CLIENT, _SERVER = int(SpanKind.CLIENT), int(SpanKind.SERVER)
 _ERROR = int(StatusCode.ERROR)
 _NO_DEPENDENCY = ("", "")
-_SERVER = int(SpanKind.SERVER)
+_HANDLER_KINDS = frozenset((int(SpanKind.SERVER), int(SpanKind.CONSUMER)))
 _HEALTH_RPC = "grpc.health.v1.Health"
 
 
@@ -215,6 +215,8 @@ class Detector:
         # (first window, occurrences since, the rate it may have had unseen)
         self._new_errors: dict[tuple[str, str, str], tuple[int, int, float]] = {}
         self._retry_ewma: dict[Key, float] = {}
+        # key -> the share of its spans that call each child key (its usual calls)
+        self._call_shares: dict[Key, CallShares] = {}
         self._windows_closed = 0
         self._open: dict[Operation, _Open] = {}
         self.late_spans = 0
@@ -657,6 +659,7 @@ class Detector:
             bucket.pop(key, None)
         self._parents.pop(key, None)
         self._retry_ewma.pop(key, None)
+        self._call_shares.pop(key, None)
 
     # -- windows ---------------------------------------------------------------------------
 
@@ -685,7 +688,12 @@ class Detector:
             del self._window_traces[stale]
         self._windows_closed += 1
         window_traces = [spans for t in touched if (spans := self._traces.get(t))]
-        self._learn_edges(window_traces, window)
+        # Structure only while the buffer holds whole traces: its oldest trace (the window of
+        # its first span) old enough that nothing of the last windows has been evicted.
+        oldest = next(iter(self._traces.values()), None)
+        whole = oldest is not None and oldest[_WINDOW] <= window - s.structure_guard_windows
+        calls = self._learn_edges(window_traces, window, whole)
+        structure, stopped = self._structure_findings(calls, accs, touched, window)
         findings: dict[Key, list[Finding]] = {}
         learning = self._windows_closed <= s.learn_windows
         for key in set(self._stats) | set(accs):
@@ -694,6 +702,7 @@ class Detector:
                 stats = self._stats[key] = KeyStats(s.fast_epoch_windows, s.slow_epoch_windows)
             acc = accs.get(key)
             found = stats.judge(acc, stats.windows >= s.warmup_windows, s)
+            found += structure.get(key, ())
             if acc is not None and acc.signatures:
                 found += self._new_error_findings(key, acc, window, learning)
             if found:
@@ -701,19 +710,50 @@ class Detector:
             stats.learn(acc, bool(found), s)
         for key, finding in self._retry_findings(window_traces, accs):
             findings.setdefault(key, []).append(finding)
-        groups = self._group(findings, accs)
+        decay = 1 - s.rate_alpha / 4  # as the error rate
+        for key, (n, children) in calls.items():
+            if key not in findings:
+                shares = self._call_shares.get(key)
+                if shares is None:
+                    shares = self._call_shares[key] = CallShares()
+                shares.learn(n, children, decay, s.max_child_keys)
+        groups = self._group(findings, accs, stopped)
         total = sum(a.count for a in accs.values())
         events = self._update_incidents(groups, window, total, accs)
         self._expire_traces(window)
         return events
 
-    def _learn_edges(self, traces: list[list[Any]], window: int) -> None:
+    def _learn_edges(
+        self, traces: list[list[Any]], window: int, structure: bool
+    ) -> dict[Key, tuple[int, Counter[Key]]]:
+        """Learn the call graph from the window's spans; with ``structure``, also count what
+        the window's handler spans (server, consumer) called: for each key, (its spans that
+        did not fail, how many of them have a child of each key).
+
+        Only handler spans shorter than a window less the lateness are counted: their
+        children all ended since the previous window, while the buffer (``structure``) held
+        every trace of it, so a missing child is one that was never sent."""
+        counts: dict[Key, tuple[int, Counter[Key]]] = {}
+        longest = self._w - int(self.settings.lateness_s * 1e9)
+        full = self.settings.max_spans_per_trace * _WIDTH  # a trace cut short: not judged
         for flat in traces:
-            if len(flat) == _WIDTH:  # one span: no parent within the trace
+            if len(flat) == _WIDTH:  # one span: no parent within the trace, and no calls
+                if structure:
+                    _, _, key, error, duration, _, at = flat
+                    if (
+                        at == window
+                        and not error
+                        and duration <= longest
+                        and key.kind in _HANDLER_KINDS
+                    ):
+                        entry = counts.get(key)
+                        counts[key] = (entry[0] + 1, entry[1]) if entry else (1, Counter())
                 continue
+            span_ids = flat[_SPAN_ID::_WIDTH]
             keys = flat[_KEY::_WIDTH]
-            key_of = dict(zip(flat[_SPAN_ID::_WIDTH], keys, strict=True))
-            parents_of = zip(flat[_PARENT::_WIDTH], keys, flat[_WINDOW::_WIDTH], strict=True)
+            key_of = dict(zip(span_ids, keys, strict=True))
+            windows = flat[_WINDOW::_WIDTH]
+            parents_of = zip(flat[_PARENT::_WIDTH], keys, windows, strict=True)
             for parent, key, at in parents_of:
                 if at == window and parent:
                     parent_key = key_of.get(parent)
@@ -721,6 +761,125 @@ class Detector:
                         parents = self._parents[key]
                         if len(parents) < 32:
                             parents.add(parent_key)
+            if not structure or len(flat) >= full:
+                continue
+            handlers = [
+                j
+                for j, (key, at) in enumerate(zip(keys, windows, strict=True))
+                if at == window and key.kind in _HANDLER_KINDS
+            ]
+            if not handlers:
+                continue
+            errors = flat[_KEY + 1 :: _WIDTH]
+            durations = flat[_KEY + 2 :: _WIDTH]
+            mine: dict[bytes, set[Key]] = {span_ids[j]: set() for j in handlers}
+            for parent, key in zip(flat[_PARENT::_WIDTH], keys, strict=True):
+                below = mine.get(parent)
+                if below is not None:
+                    below.add(key)
+            for j in handlers:
+                if errors[j] or durations[j] > longest:
+                    continue
+                key = keys[j]
+                entry = counts.get(key)
+                if entry is None:
+                    entry = counts[key] = (0, Counter())
+                counts[key] = (entry[0] + 1, entry[1])
+                entry[1].update(mine[span_ids[j]])
+        return counts
+
+    def _structure_findings(
+        self,
+        calls: dict[Key, tuple[int, Counter[Key]]],
+        accs: dict[Key, WindowAcc],
+        trace_ids: Iterable[bytes],
+        window: int,
+    ) -> tuple[dict[Key, list[Finding]], dict[Key, Key]]:
+        """Keys whose spans no longer make a usual call (they stop short): an error finding
+        each, for the call missed most; and that call of each."""
+        s = self.settings
+        out: dict[Key, list[Finding]] = {}
+        stopped: dict[Key, Key] = {}
+        for key, (n, children) in calls.items():
+            shares = self._call_shares.get(key)
+            stats = self._stats.get(key)
+            if shares is None or stats is None or stats.windows < s.warmup_windows:
+                continue
+            acc = accs.get(key)
+            if acc is not None and acc.errors > s.structure_failed_share * acc.count:
+                continue  # mostly failed: the error finding tells it
+            floor = max(s.min_error_rate, 1 / (shares.spans + 1))
+            worst: tuple[int, float, Key] | None = None
+            for child, learned in shares.calls.items():
+                share = learned / shares.spans
+                if share < s.structure_usual:
+                    continue
+                m = n - children.get(child, 0)
+                q = max(floor, 1 - share)
+                if (
+                    m >= s.min_errors
+                    and m / n >= max(s.min_error_share, s.error_factor * q)
+                    and chernoff_upper(m, n, q) < s.p_value
+                    and (worst is None or (m, -q, child) > (worst[0], -worst[1], worst[2]))
+                ):
+                    worst = (m, q, child)
+            if worst is None:
+                continue
+            m, q, child = worst
+            stopped[key] = child
+            label, examples = self._missing_calls(key, child, trace_ids, window)
+            out[key] = [
+                Finding(
+                    Family.ERRORS,
+                    "missing_call_rate",
+                    m / n,
+                    q,
+                    "ratio",
+                    (m / n) / q,
+                    m,
+                    signature=label,
+                    examples=examples,
+                )
+            ]
+        return out, stopped
+
+    def _missing_calls(
+        self, key: Key, child: Key, trace_ids: Iterable[bytes], window: int
+    ) -> tuple[str, tuple[tuple[bytes, bytes], ...]]:
+        """What a call of key ``child`` calls (the server span under it, else the system it
+        names, else itself), and (trace id, span id) of up to 5 of the window's spans of
+        ``key`` that did not make it: the smallest span ids, whatever order traces came in."""
+        labels: set[str] = set()
+        examples: list[tuple[bytes, bytes]] = []
+        for trace_id in trace_ids:
+            flat = self._traces.get(trace_id)
+            if not flat:
+                continue
+            keys = flat[_KEY::_WIDTH]
+            if key not in keys and child not in keys:
+                continue
+            spans = _spans(flat)
+            children: dict[bytes, list[_Span]] = defaultdict(list)
+            for sp in spans:
+                children[sp.parent].append(sp)
+            for sp in spans:
+                if sp.key == child:
+                    callee = next((c for c in children[sp.span_id] if c.key.kind == _SERVER), None)
+                    if callee is not None:
+                        labels.add(f"{callee.key.service} {callee.key.operation}")
+                    elif sp.dependency[0]:
+                        name, operation = sp.dependency
+                        labels.add(operation if name in operation else f"{name} {operation}")
+                elif (
+                    sp.key == key
+                    and sp.window == window
+                    and not sp.error
+                    and all(c.key != child for c in children.get(sp.span_id, ()))
+                ):
+                    examples.append((sp.span_id, trace_id))
+        examples.sort()
+        label = min(labels) if labels else f"{child.service} {child.operation}"
+        return label, tuple((t, sp) for sp, t in examples[:5])
 
     def _expire_traces(self, window: int) -> None:
         horizon = window - self.settings.trace_windows
@@ -862,7 +1021,10 @@ class Detector:
     # -- root cause ------------------------------------------------------------------------
 
     def _group(
-        self, findings: dict[Key, list[Finding]], accs: dict[Key, WindowAcc]
+        self,
+        findings: dict[Key, list[Finding]],
+        accs: dict[Key, WindowAcc],
+        stopped: dict[Key, Key],
     ) -> dict[Operation, _Group]:
         groups: dict[Operation, _Group] = {}
         dropping = {k for k, fs in findings.items() if any(f.family is Family.TRAFFIC for f in fs)}
@@ -870,7 +1032,7 @@ class Detector:
             acc = accs.get(key)
             for finding in found:
                 root, is_dep, cascading, edge, examples = self._root_cause(
-                    key, finding, acc, dropping
+                    key, finding, acc, dropping, stopped
                 )
                 dependency_op = ""
                 if is_dep:  # one incident per dependency, whatever operations were slow
@@ -890,10 +1052,16 @@ class Detector:
         return groups
 
     def _root_cause(
-        self, key: Key, finding: Finding, acc: WindowAcc | None, dropping: set[Key]
+        self,
+        key: Key,
+        finding: Finding,
+        acc: WindowAcc | None,
+        dropping: set[Key],
+        stopped: dict[Key, Key],
     ) -> tuple[Operation, bool, bool, bool, list[tuple[bytes, bytes]]]:
         """(root, root is a dependency, errors cascaded through callers, the trouble is on the
-        edge in front of the root, example spans)."""
+        edge in front of the root, example spans). ``stopped``: the keys that stopped short
+        this window, and the call each no longer makes."""
         if finding.family is Family.TRAFFIC:
             top = key
             seen = {key}
@@ -913,6 +1081,8 @@ class Detector:
                 top = min(up)
                 seen.add(top)
             return Operation(top.service, top.operation, top.scope), False, False, False, []
+        if finding.metric == "missing_call_rate":
+            return self._stopped_root(key, finding, stopped)
         if acc is None:
             return Operation(key.service, key.operation, key.scope), False, False, False, []
         if finding.family is Family.LATENCY:
@@ -976,6 +1146,53 @@ class Detector:
         (root, is_dep), _ = votes.most_common(1)[0]
         total = sum(votes.values())
         return root, is_dep, cascades * 2 > total, edges * 2 > total, examples[:5]
+
+    def _stopped_root(
+        self, key: Key, finding: Finding, stopped: dict[Key, Key]
+    ) -> tuple[Operation, bool, bool, bool, list[tuple[bytes, bytes]]]:
+        """The root of a key's spans stopping short: from its example spans down through the
+        calls they made into spans that stopped short too (of keys that did this window, and
+        without the call those no longer make), to the deepest; a cascade when that passes
+        through cascade_services services, as failing servers do."""
+        votes: Counter[Key] = Counter()
+        cascades = 0
+        for trace_id, span_id in finding.examples:
+            spans = _spans(self._traces.get(trace_id))
+            by_id = {sp.span_id: sp for sp in spans}
+            children: dict[bytes, list[_Span]] = defaultdict(list)
+            for sp in spans:
+                children[sp.parent].append(sp)
+            node = by_id.get(span_id)
+            if node is None:
+                continue
+            services = {node.key.service}
+            for _ in range(self.settings.max_incident_services):
+                below = children.get(node.span_id, [])
+                # handlers under it, directly or through the client span that called them
+                handlers = [c for c in below if c.key.kind in _HANDLER_KINDS] + [
+                    g
+                    for c in below
+                    if c.key.kind not in _HANDLER_KINDS
+                    for g in children.get(c.span_id, ())
+                    if g.key.kind in _HANDLER_KINDS
+                ]
+                short = [
+                    h
+                    for h in handlers
+                    if (missing := stopped.get(h.key)) is not None
+                    and not h.error
+                    and all(c.key != missing for c in children.get(h.span_id, ()))
+                ]
+                if not short:
+                    break
+                node = min(short, key=lambda h: h.span_id)
+                services.add(node.key.service)
+            votes[node.key] += 1
+            cascades += len(services) >= self.settings.cascade_services
+        total = sum(votes.values())
+        top = max(votes, key=lambda k: (votes[k], k)) if votes else key
+        root = Operation(top.service, top.operation, top.scope)
+        return root, False, cascades * 2 > total > 0, False, list(finding.examples)
 
     @staticmethod
     def _failing_child(span: _Span, children: list[_Span]) -> _Span | None:
@@ -1352,6 +1569,11 @@ def _summary(pattern: Pattern, root: Operation, finding: Finding, edge: bool = F
     if edge:  # its callers saw it, its own spans did not
         where = (
             f"the calls into {where} (network or ingress in front of it; its own spans are normal)"
+        )
+    if finding.metric == "missing_call_rate":
+        return (
+            f"{pattern.value.replace('_', ' ')} at {where}: {finding.observed:.0%} of its "
+            f"spans no longer call {finding.signature} (usually {1 - finding.baseline:.0%} do)"
         )
     if finding.family is Family.ERRORS:
         return (

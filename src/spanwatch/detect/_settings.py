@@ -102,6 +102,25 @@ class Settings:
     retry_min_traces: int = 3
     retry_share: float = 0.2
     retry_usual: float = 0.05
+    # --- structure: a usual call that a key's spans no longer make (a handler that stops
+    # short: an exception swallowed, or returned without a status code). Per key, the share of
+    # its non-failed spans that call each child key is learned as the error rate is (slowly,
+    # from windows without findings on it); a call made by structure_usual of them is usual,
+    # and spans without it are judged as errors are (min_errors, min_error_share,
+    # error_factor, p_value) against the share that lacked it (at least min_error_rate, and
+    # at least one span in the key's learned spans: what a short history could not have
+    # shown). 0.95 leaves out calls made on some requests only (a cache hit, a branch).
+    structure_usual: float = 0.95
+    # child keys learned per key (a span name with ids in it must not grow it): the least
+    # used goes past it
+    max_child_keys: int = 16
+    # a key whose spans this window mostly failed is left to the error finding
+    structure_failed_share: float = 0.5
+    # structure is judged (and learned) only while the trace buffer holds whole traces: its
+    # oldest trace this many windows older than the window closing (under load the buffer
+    # can churn faster than traces complete, and a trace evicted and made again holds a
+    # parent without its earlier children)
+    structure_guard_windows: int = 2
     # --- severity: one step worse for a large deviation (error rate, latency ratio, share of
     # traffic lost, calls per trace) or a wide blast radius (an entry point, or this many
     # services); one step milder under minor_share of the window's spans affected

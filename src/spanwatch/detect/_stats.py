@@ -22,6 +22,7 @@ from itertools import accumulate, compress
 
 from ddsketch.mapping import LogarithmicMapping
 
+from ._keys import Key
 from ._settings import Settings
 
 SKETCH_ACCURACY = 0.05
@@ -308,6 +309,36 @@ class Finding:
     affected: int  # spans showing it
     drift: bool = False
     signature: str = ""
+    # (trace id, span id) of example spans, where the key's own window cannot name them
+    examples: tuple[tuple[bytes, bytes], ...] = ()
+
+
+class CallShares:
+    """What share of one key's spans call each child key (its usual calls), learned as the
+    error rate is: decayed counts of spans, and of those with at least one such child."""
+
+    __slots__ = ("calls", "spans")
+
+    def __init__(self) -> None:
+        self.spans = 0.0
+        self.calls: dict[Key, float] = {}
+
+    def learn(self, n: int, calls: Counter[Key], decay: float, limit: int) -> None:
+        """Fold in a window: ``n`` spans, ``calls[c]`` of them with a child of key ``c``; at
+        most ``limit`` child keys are kept, the least used going first."""
+        self.spans = decay * self.spans + n
+        learned = self.calls
+        for child in learned:
+            learned[child] *= decay
+        for child, k in calls.items():
+            learned[child] = learned.get(child, 0.0) + k
+        if len(learned) > limit:
+            # ties broken by the key itself, so the same spans keep the same children
+            for child in sorted(learned, key=lambda c: (learned[c], c))[: len(learned) - limit]:
+                del learned[child]
+
+    def share(self, child: Key) -> float:
+        return self.calls.get(child, 0.0) / self.spans if self.spans else 0.0
 
 
 class KeyStats:

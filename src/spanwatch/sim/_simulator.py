@@ -5,6 +5,8 @@ topology from an entry operation: SERVER spans for operations, CLIENT spans for 
 services, databases, caches, remote hosts), PRODUCER/CONSUMER spans across the queue. Benign
 noise is always on unless turned off: rare handled errors, latency outliers, a deploy that
 changes nothing, and span names that carry raw ids (the detector must template them).
+An operation that fails stops short, as a handler that raises does: it makes only the calls
+before the point it failed at, so a failure shows in the trace's structure too.
 
 Faults, each with a (service, operation) target, a start, a duration and a magnitude:
 
@@ -214,19 +216,14 @@ class Simulator:
     def _server(
         self, trace: _Trace, op: Operation, parent: bytes, start: int, t: float
     ) -> tuple[int, bool]:
-        """Emit the operation's SERVER (or CONSUMER) span and its calls; (end, failed)."""
+        """Emit the operation's SERVER (or CONSUMER) span and its calls; (end, failed).
+
+        Whether it fails is decided before its calls, as an exception raised in a handler
+        aborts the rest of it: a failing operation makes only the calls before the point it
+        fails at (uniform over its calls), and one whose failed call cascades stops there."""
         span_id = self._new_id()
         faults = self._faults_on(op.service, op.name, t)
         self_ns = self._self_time(op.latency_ms, faults, t)
-        cursor = start + self_ns // 2
-        child_failed = False
-        for call in op.calls:
-            if call.probability < 1 and self.rng.random() >= call.probability:
-                continue
-            cursor, failed = self._call(trace, op, call, span_id, cursor, t)
-            child_failed |= failed
-        end = cursor + self_ns - self_ns // 2
-
         error: tuple[str, str] | None = None
         for f in faults:
             p = self.rng.random()
@@ -238,10 +235,21 @@ class Simulator:
                 error = ("StaleReadError", "read a row version older than the cache")
             elif f.pattern is Pattern.RETRY_STORM and p < 0.5:
                 error = _NOISE_ERRORS[op.protocol]
-        if error is None and child_failed and self._cascading_above(op, t):
-            error = ("DependencyFailure", f"{op.service} cannot serve {op.name}")
         if error is None and self.rng.random() < self.noise.error_rate:
             error = _NOISE_ERRORS[op.protocol]
+        calls = op.calls
+        if error is not None and calls:  # it fails before the k-th call, k uniform
+            calls = calls[: self.rng.randrange(len(calls))]
+        cursor = start + self_ns // 2
+        for call in calls:
+            if call.probability < 1 and self.rng.random() >= call.probability:
+                continue
+            cursor, failed = self._call(trace, op, call, span_id, cursor, t)
+            if failed and error is None and self._cascading_above(op, t):
+                # the failure below spreads: this operation fails too, and goes no further
+                error = ("DependencyFailure", f"{op.service} cannot serve {op.name}")
+                break
+        end = cursor + self_ns - self_ns // 2
 
         name = self._span_name(op)
         kind = SpanKind.CONSUMER if op.protocol == "consumer" else SpanKind.SERVER

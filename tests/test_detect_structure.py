@@ -1,0 +1,95 @@
+"""Structure as a signal: handlers that stop short, found without any status code."""
+
+from __future__ import annotations
+
+import functools
+import random
+from collections.abc import Iterable
+from typing import Any
+
+from spanwatch.cli._eval import _without_status
+from spanwatch.detect import Detector, Settings
+from spanwatch.model import Pattern, SpanBatch
+from spanwatch.sim import NS, Fault, Simulator
+
+WARMUP = 600.0
+FAULT = Fault(Pattern.ERROR_BURST, "payments", "POST /v1/charges", WARMUP, 240, 0.4)
+
+
+def _events(detector: Detector, batches: Iterable[SpanBatch]) -> list[dict[str, Any]]:
+    out = []
+    for batch in batches:
+        out += [{"type": e.type, **e.fields["incident"]} for e in detector.process(batch)]
+    return out
+
+
+def _stripped(sim: Simulator, seconds: float, tick_s: float = 1.0) -> list[SpanBatch]:
+    return [_without_status(b) for b in sim.batches(seconds, tick_s=tick_s)]
+
+
+@functools.cache
+def _faulty() -> tuple[SpanBatch, ...]:
+    return tuple(_stripped(Simulator(seed=11, faults=(FAULT,)), WARMUP + 360))
+
+
+def test_a_fault_without_status_codes_is_an_error_burst_at_its_root() -> None:
+    """A handler that fails and stops short, with no status recorded anywhere: an error burst
+    at that handler, told by the call its spans no longer make."""
+    events = _events(Detector(), _faulty())
+    opened = [e for e in events if e["type"] == "incident.opened"]
+    assert len(opened) == 1, opened
+    (incident,) = opened
+    assert incident["pattern"] == "error_burst"
+    assert incident["root_cause"] == {"service": "payments", "operation": "POST /v1/charges"}
+    assert incident["evidence"]["metric"] == "missing_call_rate"
+    assert 0.2 < incident["evidence"]["observed"] <= 1.0
+    assert "no longer call" in incident["summary"] and "(usually 100% do)" in incident["summary"]
+    assert incident["trace_ids"]
+    start = Simulator().start_ns + int(WARMUP * NS)
+    assert _ns(incident["detected_at"]) <= start + 60 * NS
+
+
+def test_healthy_traffic_with_optional_calls_raises_nothing() -> None:
+    """Calls made on some requests only (the topology's optional calls) and rare failures
+    that stop short are ordinary: a compressed day without status codes raises nothing."""
+    for seed in (21, 22):
+        sim = Simulator(seed=seed, day_s=1800)
+        assert _events(Detector(), _stripped(sim, 1800)) == []
+
+
+def test_a_churning_trace_buffer_judges_no_structure() -> None:
+    """With a buffer far too small for a window's traces (a trace may be evicted before it
+    completes, and made again without its earlier children), structure is neither judged nor
+    learned: the same fault finds nothing."""
+    detector = Detector(Settings(max_traces=50))
+    assert _events(detector, _faulty()) == []
+    assert not detector._call_shares
+
+
+def test_the_same_spans_give_the_same_structure_findings_however_batched() -> None:
+    """0.25 s, 1 s or 30 s batches, shuffled within each: the same events."""
+    sim = Simulator(seed=4, faults=(FAULT,))
+    base = _stripped(sim, WARMUP + 300, tick_s=0.25)
+    end = sim.start_ns + int((WARMUP + 300) * NS)
+    results = []
+    for ticks in (1, 4, 120):
+        rng = random.Random(ticks)
+        batches = []
+        for i in range(0, len(base), ticks):
+            rows = [row for batch in base[i : i + ticks] for row in batch.rows()]
+            rng.shuffle(rows)
+            batches.append(SpanBatch.from_spans(rows))
+        detector = Detector()
+        events = _events(detector, batches)
+        events += [{"type": e.type, **e.fields["incident"]} for e in detector.advance(end + NS)]
+        results.append(
+            [(e["type"], e["id"], e["summary"], e["detected_at"], e["trace_ids"]) for e in events]
+        )
+    assert results[0] and results[0] == results[1] == results[2]
+    assert "no longer call" in results[0][0][2]
+
+
+def _ns(stamp: str) -> int:
+    from spanwatch.cli._eval import _parse_ns
+
+    return _parse_ns(stamp)
