@@ -1028,28 +1028,52 @@ class Detector:
     ) -> dict[Operation, _Group]:
         groups: dict[Operation, _Group] = {}
         dropping = {k for k, fs in findings.items() if any(f.family is Family.TRAFFIC for f in fs)}
-        for key, found in findings.items():
+        # where each failing key's errors were traced to: a drop below a caller that fails
+        # now is that failure's (a handler that fails stops short: its later calls vanish)
+        failing_root: dict[Key, Operation] = {}
+        # errors first, so that the drops they explain find their roots
+        ordered = sorted(
+            ((key, finding) for key, found in findings.items() for finding in found),
+            key=lambda kf: kf[1].family is Family.TRAFFIC,
+        )
+        for key, finding in ordered:
             acc = accs.get(key)
-            for finding in found:
+            explained = (
+                self._failing_caller(key, failing_root)
+                if finding.family is Family.TRAFFIC and failing_root
+                else None
+            )
+            examples: list[tuple[bytes, bytes]] = []
+            if explained is not None:
+                root, is_dep, cascading, edge = explained, False, False, False
+            else:
                 root, is_dep, cascading, edge, examples = self._root_cause(
                     key, finding, acc, dropping, stopped
                 )
-                dependency_op = ""
-                if is_dep:  # one incident per dependency, whatever operations were slow
-                    root, dependency_op = Operation(root.service, "", root.scope), root.operation
-                group = groups.get(root)
-                if group is None:
-                    group = groups[root] = _Group(root, is_dep)
-                if dependency_op:
-                    group.dependency_ops[dependency_op] += 1
-                group.findings.append((key, finding))
-                group.cascading |= cascading
-                group.edge |= edge
-                for trace_id, span_id in examples:
-                    if len(group.trace_ids) < 5 and trace_id not in group.trace_ids:
-                        group.trace_ids.append(trace_id)
-                        group.example_span = group.example_span or span_id
+            if finding.family in (Family.ERRORS, Family.NEW_ERROR) and not is_dep:
+                failing_root.setdefault(key, root)
+            dependency_op = ""
+            if is_dep:  # one incident per dependency, whatever operations were slow
+                root, dependency_op = Operation(root.service, "", root.scope), root.operation
+            group = groups.get(root)
+            if group is None:
+                group = groups[root] = _Group(root, is_dep)
+            if dependency_op:
+                group.dependency_ops[dependency_op] += 1
+            group.findings.append((key, finding))
+            group.cascading |= cascading
+            group.edge |= edge
+            for trace_id, span_id in examples:
+                if len(group.trace_ids) < 5 and trace_id not in group.trace_ids:
+                    group.trace_ids.append(trace_id)
+                    group.example_span = group.example_span or span_id
         return groups
+
+    def _failing_caller(self, key: Key, failing_root: dict[Key, Operation]) -> Operation | None:
+        """The root of the errors of a caller of ``key`` (directly or not) that fails in this
+        window, if one does (the first in key order, so that any batching gives the same)."""
+        callers = [k for k in self._ancestors({key}) if k in failing_root]
+        return failing_root[min(callers)] if callers else None
 
     def _root_cause(
         self,
