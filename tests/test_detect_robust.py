@@ -102,3 +102,16 @@ def test_an_open_incident_does_not_absorb_a_later_fault() -> None:
     assert ("error_burst", "payments") in roots
     assert ("latency_drift", "catalog") in roots
     assert all(len(i["services"]) <= 12 for i in incidents)
+
+
+def test_one_fault_in_two_operations_of_a_service_is_one_incident() -> None:
+    """Both of catalog's operations start failing in the same window (shared code, a shared
+    database): one incident, rooted in catalog, naming the fault once."""
+    faults = tuple(
+        Fault(Pattern.ERROR_BURST, "catalog", operation, WARMUP, 240, 0.5)
+        for operation in ("GET /api/products", "GET /api/products/{id}")
+    )
+    incidents = _incidents(Simulator(shop(), seed=2, faults=faults), WARMUP + 360)
+    roots = {i["root_cause"]["service"] for i in incidents}
+    assert roots == {"catalog"}, _roots(incidents)
+    assert len(incidents) == 1, _roots(incidents)

@@ -1300,13 +1300,24 @@ class Detector:
                 # A symptom joins an open incident only while that incident's root is anomalous
                 # now (this window or the last), and only when it is the root's own key or a
                 # caller of it; so one incident that never resolves cannot absorb later faults.
+                # Another operation of the same service failing (or slowing) the same way now
+                # is the same fault (shared code, a shared database): one incident.
+                family = _FAMILY_OF[self._pattern(group)]
                 current = next(
                     (
                         o
                         for o in self._open.values()
                         if o.last_window >= window - 1
                         and len(o.incident.services) < self.settings.max_incident_services
-                        and keys & (o.keys | self._ancestors(o.keys))
+                        and (
+                            keys & (o.keys | self._ancestors(o.keys))
+                            or (
+                                (o.incident.root_cause.service, o.incident.root_cause.scope)
+                                == (root.service, root.scope)
+                                and _FAMILY_OF[o.incident.pattern] is family
+                                and not group.is_dependency
+                            )
+                        )
                     ),
                     None,
                 )
