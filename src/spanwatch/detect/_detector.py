@@ -189,6 +189,7 @@ class _Open:
         default_factory=lambda: deque(maxlen=UPDATE_WINDOWS)
     )
     shown_window: int = 0
+    healthy: int = 0  # windows since its last evidence in which its lead key's spans came
 
 
 class Detector:
@@ -1379,6 +1380,7 @@ class Detector:
                 continue
             if same_root:  # only evidence about its own root keeps an incident open
                 current.last_window = window
+                current.healthy = 0
                 current.keys |= keys
             old = current.incident
             merged = tuple(sorted(set(old.services) | services))
@@ -1420,11 +1422,20 @@ class Detector:
         for current in self._open.values():  # the evidence follows the fault
             if current.shown_window != window and self._measure_into(current, accs, window):
                 events.append(Event.incident(EventType.INCIDENT_UPDATED, current.incident))
+            lead_acc = accs.get(current.lead)
+            if current.last_window != window and lead_acc is not None and lead_acc.count:
+                current.healthy += 1  # its spans came, and showed nothing
         for root, current in list(self._open.items()):
             quiet = self.settings.quiet_windows
             if current.incident.pattern is Pattern.LATENCY_DRIFT:  # a creep shows on and off
                 quiet = max(quiet, self.settings.drift_quiet_windows)
-            if window - current.last_window >= quiet:
+            # Quiet means windows whose spans showed nothing: a key at a request every few
+            # windows is not well again for having sent nothing. One that sends nothing at
+            # all for silent_resolve_windows resolves anyway.
+            silent = window - current.last_window
+            if current.healthy >= quiet or silent >= max(
+                quiet, self.settings.silent_resolve_windows
+            ):
                 resolved = replace(
                     current.incident, resolved_at_ns=(current.last_window + 1) * self._w
                 )

@@ -49,7 +49,11 @@ class Settings:
     # the least rate a never-seen signature is assumed to have had (its prior is half a span
     # of the key's recent exposure): one in ten thousand spans
     min_new_error_rate: float = 1e-4
-    quiet_windows: int = 6  # windows without the anomaly before an incident resolves
+    # windows whose spans show no anomaly before an incident resolves (windows without any
+    # span of it do not count: a key at a request every few windows is not well for being
+    # silent); one whose root sends nothing for silent_resolve_windows resolves anyway
+    quiet_windows: int = 6
+    silent_resolve_windows: int = 36
     # a drift shows on and off as it creeps: its incident waits as long as its evidence spans
     # (the drift test reads 18 windows) before resolving, so one creep is one incident
     drift_quiet_windows: int = 18

@@ -38,12 +38,12 @@ _COUNTS = "I" if array("I").itemsize >= 4 else "L"
 _KEY_SCALE = (1.0 / math.log(_MAPPING.gamma)) * math.log(2)
 _CHUNK = 8  # buckets a sketch grows by
 _NO_STREAK = (0.0, 0.0)
-_NO_RUN = (0, 0, 0)
+_NO_RUN: tuple[float, float, int] = (0.0, 0.0, 0)
 # a window's sampled span: span id, duration (ns, unsigned), trace id
 _RECORD = struct.Struct(">8sQ16s")
 
 
-def chernoff_upper(k: int, n: int, p: float) -> float:
+def chernoff_upper(k: float, n: float, p: float) -> float:
     """An upper bound on P(X ≥ k) for X ~ Binomial(n, p); 1 when k/n ≤ p."""
     if n <= 0 or k <= 0:
         return 1.0
@@ -51,7 +51,7 @@ def chernoff_upper(k: int, n: int, p: float) -> float:
     if q <= p:
         return 1.0
     if q >= 1.0:
-        return p**n
+        return float(p**n)
     kl = q * math.log(q / p) + (1 - q) * math.log((1 - q) / (1 - p))
     return math.exp(-n * kl)
 
@@ -187,6 +187,18 @@ def _keep_smallest(items: list[tuple[bytes, bytes]], item: tuple[bytes, bytes], 
     largest = max(items)
     if item < largest:
         items[items.index(largest)] = item
+
+
+def _extend_run(
+    hits: float, spans: float, windows: int, k: int, n: int, most: int
+) -> tuple[float, float, int]:
+    """A run of suspicious windows with one more: (hits, spans, windows). Past ``most``
+    windows it slides rather than starting over (the older windows weigh a window less each
+    time), so a fault at one span every few windows keeps its evidence while it lasts."""
+    if windows < most:
+        return hits + k, spans + n, windows + 1
+    keep = (most - 1) / most
+    return hits * keep + k, spans * keep + n, most
 
 
 def median(values: list[int]) -> float:
@@ -367,8 +379,8 @@ class KeyStats:
         self.count_var = 0.0
         # evidence accumulated over consecutive suspicious windows that none alone could show
         # (a key at one or two spans a window): (errors, spans, windows), (slow, spans, windows)
-        self.error_run: tuple[int, int, int] = _NO_RUN
-        self.slow_run: tuple[int, int, int] = _NO_RUN
+        self.error_run: tuple[float, float, int] = _NO_RUN
+        self.slow_run: tuple[float, float, int] = _NO_RUN
         self.err_k = 0.0
         self.err_n = 0.0
         self.fast = Sketches(fast_epoch)
@@ -447,7 +459,7 @@ class KeyStats:
             self.error_run = _NO_RUN
         elif k and k / n >= error_high:  # suspicious: add it to the run
             rk, rn, rw = self.error_run
-            rk, rn, rw = (k, n, 1) if rw >= settings.run_windows else (rk + k, rn + n, rw + 1)
+            rk, rn, rw = _extend_run(rk, rn, rw, k, n, settings.run_windows)
             self.error_run = (rk, rn, rw)
             if (
                 rw >= 2
@@ -462,7 +474,7 @@ class KeyStats:
                         self.error_rate(),
                         "ratio",
                         (rk / rn) / p0,
-                        rk,
+                        round(rk),
                     )
                 )
         else:
@@ -477,9 +489,7 @@ class KeyStats:
             mid = median(durations)
             ra, rm, rw = self.slow_run
             if above and above / m >= settings.slow_share:  # suspicious: add it to the run
-                ra, rm, rw = (
-                    (above, m, 1) if rw >= settings.run_windows else (ra + above, rm + m, rw + 1)
-                )
+                ra, rm, rw = _extend_run(ra, rm, rw, above, m, settings.run_windows)
             else:
                 ra, rm, rw = _NO_RUN
             self.slow_run = (ra, rm, rw)
