@@ -21,6 +21,7 @@ import pytest
 from spanwatch.config import Config, load
 from spanwatch.daemon import Daemon, Stage
 from spanwatch.model import Span, SpanBatch
+from spanwatch.otlp import resident_bytes
 
 
 class RunningDaemon:
@@ -96,6 +97,9 @@ def make_daemon(tmp_path: Path) -> Iterator[Callable[..., RunningDaemon]]:
             "analysis.batch_window": "1h",
             "analysis.max_batch": 1_000_000,
             "llm.host": "http://127.0.0.1:9",
+            # The daemon runs inside the test process, whose memory (torch, earlier tests'
+            # detectors) is not the daemon's: its limit counts from what the process holds.
+            "receiver.memory_limit": resident_bytes() + 1024**3,
         }
         settings.update({k.replace("__", "."): v for k, v in overrides.items()})
         running = RunningDaemon(load(env={}, overrides=settings), stages or [])
