@@ -367,6 +367,26 @@ static struct {
 } known[MAX_KEYS];
 static int n_known, n_columns, int_column = -1;
 
+/* A span's every attribute key is looked up here, so the known keys sit in buckets by a hash
+ * of their length and three of their bytes: a key not kept (most of them) costs one probe,
+ * where a scan of all the known keys cost one length compare each. */
+#define N_BUCKETS 256
+static signed char bucket_head[N_BUCKETS], bucket_next[MAX_KEYS];
+
+static unsigned key_bucket(const uint8_t *p, size_t len) {
+    if (len == 0) return 0;
+    return (unsigned)(len * 31u + p[0] * 7u + p[len / 2] * 3u + p[len - 1]) % N_BUCKETS;
+}
+
+static void fill_buckets(void) {
+    memset(bucket_head, -1, sizeof bucket_head);
+    for (int i = n_known - 1; i >= 0; i--) { /* head first: the first of equal keys wins */
+        unsigned h = key_bucket((const uint8_t *)known[i].key, known[i].len);
+        bucket_next[i] = bucket_head[h];
+        bucket_head[h] = (signed char)i;
+    }
+}
+
 /* --- the columns ----------------------------------------------------------------------- */
 
 enum {
@@ -477,7 +497,7 @@ static int read_span(Buf b, PyObject *service, PyObject *version, PyObject *scop
             Scalar value;
             if (wt != 2 || read_len(&b, &s) < 0 || read_keyvalue(s, &key, &value) < 0) return BAIL;
             size_t klen = key.p ? (size_t)(key.end - key.p) : 0;
-            for (int i = 0; i < n_known; i++) {
+            for (int i = bucket_head[key_bucket(key.p, klen)]; i >= 0; i = bucket_next[i]) {
                 if (known[i].len == klen && memcmp(known[i].key, key.p, klen) == 0) {
                     int col = known[i].column; /* below n_columns: configure() sees to it */
                     if (known[i].rank < ranks[col]) {
@@ -951,6 +971,7 @@ static PyObject *configure(PyObject *self, PyObject *args) {
         known[i].rank = staged[i].rank;
     }
     n_known = n_staged;
+    fill_buckets();
     n_columns = columns;
     int_column = int_col;
     Py_RETURN_NONE;
@@ -1051,6 +1072,7 @@ PyMODINIT_FUNC PyInit__wire(void) {
     FALSE_TEXT = PyUnicode_InternFromString("false");
     UNKNOWN_SERVICE = PyUnicode_InternFromString("unknown_service");
     SEPARATOR = PyUnicode_FromString("\x1f");
+    fill_buckets(); /* none known until configure(): every bucket empty */
     if (SEPARATOR == NULL || EMPTY == NULL || TRUE_TEXT == NULL || FALSE_TEXT == NULL || UNKNOWN_SERVICE == NULL)
         return NULL;
     return PyModule_Create(&module);
