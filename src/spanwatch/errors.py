@@ -29,8 +29,11 @@ alert delivery, training) translates its library's errors (``grpc.RpcError``,
     ``SubscriberTooSlow`` (a subscriber's queue overflowed), ``DeliveryFailed`` (an alert send
     another attempt may fix), ``DeliveryRefused`` (a send the destination refused)
 
-The LLM client's errors (``LLMError`` and below), the training errors (``TrainingError``), the
-evaluation's and the CLI's are still to be moved under the root.
+  * ``analyze``: ``LLMError`` (an analysis the model could not write; ``str()`` is the reason
+    shown to people), with ``ModelMissing``, ``LLMRejected`` and ``Retryable`` (with
+    ``LLMUnavailable``) under it; ``EvalError`` (an evaluation that cannot run as asked)
+  * ``training``: ``TrainingError`` (inputs that cannot be trained on)
+  * ``cli``: ``CliError`` (printed as ``spanwatch: <message>``, exit code 1)
 """
 
 from __future__ import annotations

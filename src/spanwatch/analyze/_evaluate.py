@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spanwatch.errors import SpanwatchError
+
 from ._answer import split_root
 from ._fallback import fallback_summary
 from ._grounding import check_answer, facts_of
@@ -136,7 +138,7 @@ class _Tally:
         }
 
 
-class EvalError(Exception):
+class EvalError(SpanwatchError):
     """The evaluation cannot run as asked (a missing measure library)."""
 
 

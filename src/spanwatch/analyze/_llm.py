@@ -20,8 +20,10 @@ from typing import Any
 import httpx
 import ollama
 
+from spanwatch.errors import SpanwatchError
 
-class LLMError(Exception):
+
+class LLMError(SpanwatchError):
     """An analysis could not be written by the model; ``str()`` is the reason shown to people."""
 
 

@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from spanwatch.errors import SpanwatchError
 from spanwatch.store import split
 
 DEFAULT_API = "http://127.0.0.1:4318"
@@ -22,7 +23,7 @@ _COLOURS = {1: "\033[1;97;41m", 2: "\033[1;30;43m", 3: "\033[33m", 4: "\033[36m"
 _RESET = "\033[0m"
 
 
-class CliError(Exception):
+class CliError(SpanwatchError):
     """Printed as ``spanwatch: <message>``, exit code 1."""
 
 

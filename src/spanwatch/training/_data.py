@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from spanwatch.errors import SpanwatchError
 
-class TrainingError(Exception):
+
+class TrainingError(SpanwatchError):
     """A problem with the inputs, reported as ``spanwatch: <message>`` with a non-zero exit."""
 
 
