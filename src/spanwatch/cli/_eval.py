@@ -50,9 +50,10 @@ detector's defaults are the same in all of them):
   incident's root matches its label when the two names template alike
   (``spanwatch.detect.template``, ``{id}`` and ``{n}`` taken as one)
 - ``low_traffic``: every entry operation but the busiest at 1.5 requests a 10-second window
-  at the day's mean rate (half that at its low), the busiest as it was: on the shop, product
-  pages and checkout and what only they call (catalog's lookup by id, recommend, checkout,
-  inventory, payments, the orders queue and its consumer) see one or two requests a window
+  in the fault runs (the day's low, midnight; 3 at its mean, 4.5 at noon), the busiest as it
+  was: on the shop, product pages and checkout and what only they call (catalog's lookup by
+  id, recommend, checkout, inventory, payments, the orders queue and its consumer) see one
+  or two requests a window
 - ``health_checks``: every service probed every 5 s (``Simulator(health_checks_s=5)``), each
   probe a trace of its own: ``GET /healthz`` (half the services with ``http.route``, half
   answered by a middleware before routing, with only ``url.path``), or
@@ -280,7 +281,9 @@ def _condition(name: str, make_sim: Callable[[str], Simulator], seed: int, secon
     if name == "high_cardinality":
         return Run(raw_paths(batch) for batch in sim.batches(seconds))
     if name == "low_traffic":
-        sim.topology.entries, sim.rate = quiet_entries(sim.topology, sim.rate)
+        # 3 a window at the day's mean is 1.5 at its low, where fault runs start (midnight),
+        # and up to 4.5 at the noon of a healthy day
+        sim.topology.entries, sim.rate = quiet_entries(sim.topology, sim.rate, per_window=3.0)
         return Run(sim.batches(seconds))
     if name == "health_checks":
         sim.health_checks_s = 5.0
