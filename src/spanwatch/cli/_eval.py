@@ -34,17 +34,43 @@ detector's defaults are the same in all of them):
 - ``no_status_codes``: every span's status code and message, exception event and HTTP status
   code stripped, as from instrumentation that records none (an exception swallowed, or turned
   into a response without a status): a fault shows only as traces that stop short
+- ``head_sampled``: every SDK samples at the head with ``TraceIdRatioBased(0.1)``, parent
+  based: a tenth of the traces reach the detector, each whole or not at all, chosen by its
+  trace id (``spanwatch.sim._fleet``); faults are as they were, seen through that tenth
+- ``client_4xx``: healthy services answer a steady share of requests with a 4xx: 3% of lookups
+  by id 404, 2% of POSTs 409; the server span keeps status UNSET with the code, the caller's
+  client span is ERROR with the code and no message (as the ``requests`` instrumentation
+  marks it), and the caller goes on. It is no fault: an incident over it is a false one
+- ``bursty_clients``: requests come in bursts of about ten at once to one entry operation (a
+  client that fires a batch), at the same mean rate (``Simulator(burst=10)``): per-window
+  counts vary about ten times as much as steady arrivals'
+- ``high_cardinality``: server spans of routes with ids are named by their raw path
+  (``GET /api/products/8123``, ``GET /api/cart/5f3a9c…``) with no ``http.route``, as from
+  instrumentation without route templates, and their callers' client spans likewise; an
+  incident's root matches its label when the two names template alike
+  (``spanwatch.detect.template``, ``{id}`` and ``{n}`` taken as one)
+- ``low_traffic``: every entry operation but the busiest at 1.5 requests a 10-second window
+  in the fault runs (the day's low, midnight; 3 at its mean, 4.5 at noon), the busiest as it
+  was: on the shop, product pages and checkout and what only they call (catalog's lookup by
+  id, recommend, checkout, inventory, payments, the orders queue and its consumer) see one
+  or two requests a window
+- ``health_checks``: every service probed every 5 s (``Simulator(health_checks_s=5)``), each
+  probe a trace of its own: ``GET /healthz`` (half the services with ``http.route``, half
+  answered by a middleware before routing, with only ``url.path``), or
+  ``grpc.health.v1.Health/Check`` on a service that speaks only gRPC
 """
 
 from __future__ import annotations
 
+import re
 import statistics
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
-from spanwatch.detect import Detector, Settings
+from spanwatch.detect import Detector, Settings, template
 from spanwatch.model import Pattern, Span, SpanBatch, make_scope, make_source
 from spanwatch.sim import NS, TOPOLOGIES, Fault, Label, Simulator
+from spanwatch.sim._fleet import answer_4xx, head_sampled, quiet_entries, raw_paths
 from spanwatch.sim._shapes import reshape_batch
 
 WARMUP_S = 900.0
@@ -245,6 +271,23 @@ def _condition(name: str, make_sim: Callable[[str], Simulator], seed: int, secon
         return Run(reshape_batch(batch, mode) for batch in sim.batches(seconds))
     if name == "no_status_codes":
         return Run(_without_status(batch) for batch in sim.batches(seconds))
+    if name == "head_sampled":
+        return Run(head_sampled(batch, 0.1) for batch in sim.batches(seconds))
+    if name == "client_4xx":
+        return Run(answer_4xx(batch) for batch in sim.batches(seconds))
+    if name == "bursty_clients":
+        sim.burst = 10.0
+        return Run(sim.batches(seconds))
+    if name == "high_cardinality":
+        return Run(raw_paths(batch) for batch in sim.batches(seconds))
+    if name == "low_traffic":
+        # 3 a window at the day's mean is 1.5 at its low, where fault runs start (midnight),
+        # and up to 4.5 at the noon of a healthy day
+        sim.topology.entries, sim.rate = quiet_entries(sim.topology, sim.rate, per_window=3.0)
+        return Run(sim.batches(seconds))
+    if name == "health_checks":
+        sim.health_checks_s = 5.0
+        return Run(sim.batches(seconds))
     raise ValueError(f"unknown condition {name!r}; one of {', '.join(CONDITIONS)}")
 
 
@@ -259,6 +302,12 @@ CONDITIONS = (
     "instrumented_old",
     "instrumented_new",
     "no_status_codes",
+    "head_sampled",
+    "client_4xx",
+    "bursty_clients",
+    "high_cardinality",
+    "low_traffic",
+    "health_checks",
 )
 
 
@@ -387,7 +436,20 @@ def _root_ok(opened: Opened, label: Label) -> bool:
     if label.pattern is Pattern.SLOW_DEPENDENCY:  # a dependency is named by itself
         name = opened.root[0]  # its host, or host:port when its spans give the port
         return label.root_cause.service in (name, name.rpartition(":")[0])
-    return opened.root == (label.root_cause.service, label.root_cause.operation)
+    service, operation = opened.root
+    return service == label.root_cause.service and _same_operation(
+        operation, label.root_cause.operation
+    )
+
+
+_PLACEHOLDER = re.compile(r"\{\w+\}")
+
+
+def _same_operation(a: str, b: str) -> bool:
+    """Whether two operation names are one once templated: an incident on a key named by raw
+    paths (``GET /api/cart/5f3a…`` → ``GET /api/cart/{id}``, ``/products/8123`` →
+    ``/products/{n}``) names the operation its label names by route (``/products/{id}``)."""
+    return a == b or _PLACEHOLDER.sub("{}", template(a)) == _PLACEHOLDER.sub("{}", template(b))
 
 
 def evaluate(

@@ -1,10 +1,12 @@
 """A seeded trace simulator with labelled fault injection. Pure: no I/O, no wall clock.
 
-Traces arrive as a Poisson process whose rate follows a daily curve. Each trace walks the
+Traces arrive as a Poisson process whose rate follows a daily curve (or, with ``burst``, in
+bursts from clients that send many requests at once, at the same mean rate). Each trace walks the
 topology from an entry operation: SERVER spans for operations, CLIENT spans for calls (to
 services, databases, caches, remote hosts), PRODUCER/CONSUMER spans across the queue. Benign
 noise is always on unless turned off: rare handled errors, latency outliers, a deploy that
-changes nothing, and span names that carry raw ids (the detector must template them).
+changes nothing, and span names that carry raw ids (the detector must template them). With
+``health_checks_s``, every service is also probed on its health endpoint, one trace a probe.
 An operation that fails stops short, as a handler that raises does: it makes only the calls
 before the point it failed at, so a failure shows in the trace's structure too.
 
@@ -33,7 +35,7 @@ from dataclasses import dataclass, field
 from spanwatch.model import Operation as OpRef
 from spanwatch.model import Pattern, Span, SpanBatch, SpanKind, StatusCode, make_source
 
-from ._topology import Call, Dependency, Operation, Topology, shop
+from ._topology import Call, Dependency, Entry, Operation, Topology, shop
 
 NS = 1_000_000_000
 MS = 1_000_000
@@ -103,9 +105,19 @@ class Simulator:
         faults: tuple[Fault, ...] = (),
         noise: Noise | None = Noise(),
         scope: str = "",
+        burst: float = 1.0,
+        health_checks_s: float = 0.0,
     ) -> None:
         """``scope``: the resource identity every span carries (``make_scope``), e.g. one
-        environment of a fleet; each service is one instance (``{service}-1``)."""
+        environment of a fleet; each service is one instance (``{service}-1``).
+
+        ``burst``: above 1, requests come in bursts of ``burst`` on average (1 + Poisson), all
+        to one entry operation within 50 ms, as from a client that fires a batch of requests;
+        bursts arrive as a Poisson process at ``1/burst`` of the rate, so the mean rate is the
+        same. ``health_checks_s``: every service is probed this often (0: never), each probe
+        a trace of its own (``GET /healthz``, or gRPC's ``grpc.health.v1.Health/Check`` on a
+        service that speaks only gRPC), drawn from a generator of its own so that the rest of
+        the traffic is what it would have been without them."""
         self.topology = topology or shop()
         self.scope = scope
         self._sources: dict[str, str] = {}
@@ -116,6 +128,9 @@ class Simulator:
         self.start_ns = start_ns
         self.faults = faults
         self.noise = noise or Noise(0.0, 0.0, None, raw_ids_in_names=False)
+        self.burst = burst
+        self.health_checks_s = health_checks_s
+        self._probe_rng = random.Random(f"probes-{seed}")
         self._t = 0.0
 
     @property
@@ -140,13 +155,27 @@ class Simulator:
         end = self._t + duration_s
         while self._t < end - 1e-9:
             t = self._t
-            traces = [
+            traces = self._arrivals(t, tick_s)
+            self._t = t + tick_s
+            spans = [s for tr in traces if tr for s in tr.spans]
+            if self.health_checks_s > 0:
+                spans += self._probes(t, tick_s)
+            yield SpanBatch.from_spans(spans)
+
+    def _arrivals(self, t: float, tick_s: float) -> list[_Trace | None]:
+        if self.burst <= 1:
+            return [
                 self._trace(t + self.rng.random() * tick_s)
                 for _ in range(self._poisson(self.rate_at(t) * tick_s))
             ]
-            self._t = t + tick_s
-            batch = SpanBatch.from_spans([s for tr in traces if tr for s in tr.spans])
-            yield batch
+        spread = min(0.05, tick_s / 2)
+        traces: list[_Trace | None] = []
+        for _ in range(self._poisson(self.rate_at(t) * tick_s / self.burst)):
+            at = t + self.rng.random() * (tick_s - spread)
+            entry = self._pick_entry()
+            for _ in range(1 + self._poisson(self.burst - 1)):
+                traces.append(self._trace(at + self.rng.random() * spread, entry))
+        return traces
 
     def _poisson(self, lam: float) -> int:
         if lam > 30:
@@ -158,31 +187,85 @@ class Simulator:
                 return k
             k += 1
 
-    def _entry(self, t: float) -> Operation | None:
+    def _pick_entry(self) -> Entry | None:
         entries = self.topology.entries
         pick = self.rng.random() * sum(e.weight for e in entries)
         for e in entries:
             pick -= e.weight
             if pick <= 0:
-                for f in self.faults:  # a drop takes requests away; the others stay as they were
-                    if (
-                        f.pattern is Pattern.TRAFFIC_DROP
-                        and f.active(t)
-                        and (f.service, f.operation) == (e.service, e.operation)
-                        and self.rng.random() < f.magnitude
-                    ):
-                        return None
-                return self.topology.op(e.service, e.operation)
+                return e
         return None
 
-    def _trace(self, t: float) -> _Trace | None:
-        op = self._entry(t)
+    def _entry(self, t: float, entry: Entry | None = None) -> Operation | None:
+        e = entry or self._pick_entry()
+        if e is None:
+            return None
+        for f in self.faults:  # a drop takes requests away; the others stay as they were
+            if (
+                f.pattern is Pattern.TRAFFIC_DROP
+                and f.active(t)
+                and (f.service, f.operation) == (e.service, e.operation)
+                and self.rng.random() < f.magnitude
+            ):
+                return None
+        return self.topology.op(e.service, e.operation)
+
+    def _trace(self, t: float, entry: Entry | None = None) -> _Trace | None:
+        op = self._entry(t, entry)
         if op is None:
             return None
         trace = _Trace(self.rng.getrandbits(128).to_bytes(16, "big"))
         start = self.start_ns + int(t * NS)
         self._server(trace, op, b"", start, t)
         return trace
+
+    def _probes(self, t: float, tick_s: float) -> list[Span]:
+        """Health checks due in [t, t + tick_s): each service on its own phase of the period."""
+        every, rng = self.health_checks_s, self._probe_rng
+        out = []
+        for i, service in enumerate(self.topology.services):
+            phase = every * ((i * 0.618) % 1)  # spread the services over the period
+            k = math.ceil((t - phase) / every - 1e-9)
+            while (at := phase + k * every) < t + tick_s:
+                k += 1
+                trace = _Trace(rng.getrandbits(128).to_bytes(16, "big"))
+                start = self.start_ns + int(at * NS)
+                end = start + max(50_000, int(0.3 * MS * math.exp(rng.gauss(0, 0.3))))
+                span_id = rng.getrandbits(64).to_bytes(8, "big") or b"\x02" * 8
+                ops = [o for o in self.topology.operations.values() if o.service == service]
+                if all(o.protocol == "grpc" for o in ops):
+                    attrs: dict[str, object] = {
+                        "rpc_system": "grpc",
+                        "rpc_service": "grpc.health.v1.Health",
+                        "rpc_method": "Check",
+                    }
+                    name = "grpc.health.v1.Health/Check"
+                else:
+                    # half the services answer from a middleware before routing: no http.route
+                    route = "/healthz" if i % 2 == 0 else ""
+                    attrs = {
+                        "http_method": "GET",
+                        "http_route": route,
+                        "url_path": "/healthz",
+                        "http_status_code": 200,
+                    }
+                    name = "GET /healthz"
+                out.append(
+                    self._span(
+                        trace,
+                        span_id,
+                        b"",
+                        service,
+                        name,
+                        SpanKind.SERVER,
+                        start,
+                        end,
+                        at,
+                        None,
+                        **attrs,
+                    )
+                )
+        return out
 
     # -- spans -------------------------------------------------------------------------------
 
