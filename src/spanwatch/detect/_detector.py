@@ -1520,9 +1520,7 @@ class Detector:
             durations = acc.durations
             if not durations:
                 return None
-            p99 = stats.quantiles()[1]
-            s = self.settings
-            slow_above = max(s.slow_factor * p99, p99 + s.min_latency_delta_ms * 1e6)
+            slow_above = stats.slow_above(self.settings)
             slow = sum(1 for d in durations if d > slow_above)
             return median(durations) / 1e6, slow / len(durations), n
         return None  # calls per trace: told by the findings alone

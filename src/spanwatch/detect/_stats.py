@@ -408,6 +408,12 @@ class KeyStats:
     def error_rate(self) -> float:
         return self.err_k / self.err_n if self.err_n else 0.0
 
+    def slow_above(self, settings: Settings) -> float:
+        """The duration (ns) above which a span is slow: both slow_factor x the baseline p99
+        and p99 plus min_latency_delta_ms (a change must matter, not only be improbable)."""
+        p99 = self.quantiles()[1]
+        return max(settings.slow_factor * p99, p99 + settings.min_latency_delta_ms * 1e6)
+
     def judge(self, acc: WindowAcc | None, warm: bool, settings: Settings) -> list[Finding]:
         """Findings for this key's window (``acc`` None: no spans this window)."""
         findings: list[Finding] = []
@@ -481,10 +487,10 @@ class KeyStats:
             self.error_run = _NO_RUN
         # --- latency
         if self.fast.count() >= settings.min_latency_samples:
-            p50, p99 = self.quantiles()
+            p50 = self.quantiles()[0]
             durations = acc.durations
             m = len(durations)
-            slow_above = max(settings.slow_factor * p99, p99 + settings.min_latency_delta_ms * 1e6)
+            slow_above = self.slow_above(settings)
             above = sum(1 for d in durations if d > slow_above)
             mid = median(durations)
             ra, rm, rw = self.slow_run
