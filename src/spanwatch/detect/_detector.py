@@ -15,10 +15,9 @@ from bisect import bisect_left
 from collections import Counter, OrderedDict, defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from functools import partial
 from itertools import compress, repeat
 from operator import eq
-from typing import Any, NamedTuple
+from typing import Any
 
 from spanwatch.model import (
     Deploy,
@@ -38,75 +37,41 @@ from spanwatch.model import (
 )
 
 from . import _filing as filing
+from ._calls import CLIENT_KINDS, CallDescriber
 from ._clock import BACKWARD, ClockNote, EventClock
 from ._filing import take
-from ._keys import CallNames, Key, KeyTable, database_name, is_bare, template
+from ._keys import CallNames, Key, KeyTable, template
 from ._settings import Settings
 from ._stats import CallShares, Family, Finding, KeyStats, WindowAcc, chernoff_upper, median
+from ._traces import (
+    DURATION,
+    ERROR,
+    KEY,
+    PARENT,
+    SPAN_ID,
+    WIDTH,
+    WINDOW,
+    Traces,
+    TraceSpan,
+    expire,
+    index,
+    keep,
+    read,
+)
 
-# Plain ints and a plain tuple constructor for the per-span loop (enum comparisons and
-# NamedTuple's Python-level __new__ cost more than the rest of a span's work).
-_CLIENT_KINDS = frozenset((int(SpanKind.CLIENT), int(SpanKind.PRODUCER)))
+# Plain ints for the per-span loop (enum comparisons cost more than the rest of its work).
 _CLIENT, _SERVER = int(SpanKind.CLIENT), int(SpanKind.SERVER)
 _ERROR = int(StatusCode.ERROR)
-_NO_DEPENDENCY = ("", "")
 _HANDLER_KINDS = frozenset((int(SpanKind.SERVER), int(SpanKind.CONSUMER)))
 _HEALTH_RPC = "grpc.health.v1.Health"
 
 
-class _Calls(NamedTuple):
-    """The client spans of some rows: their indexes into the rows, the operation that keys
-    those named by their verb alone ("" for the rest), and the uninstrumented system each
-    calls (_NO_DEPENDENCY for none)."""
-
-    rows: list[int]
-    operations: list[str]
-    dependencies: list[tuple[str, str] | None]  # None: told by the key (_dependencies)
-
-
-_NO_CALLS = _Calls([], [], [])
-
-
-def _call_columns(b: SpanBatch) -> tuple[list[Any], ...]:
-    """The columns that tell one kind of client call from another (not the URL, which holds
-    ids: read only for the calls that have nothing else)."""
-    return (
-        b.service,
-        b.name,
-        b.kind,
-        b.http_method,
-        b.db_system,
-        b.server_address,
-        b.server_port,
-        b.peer_service,
-        b.db_operation,
-        b.db_collection,
-        b.db_summary,
-        b.db_statement,
-        b.db_name,
-        b.messaging_system,
-        b.rpc_system,
-        b.net_peer_name,
-    )
-
-
-# a call that only its URL can tell, described span by span (an operation no call has)
-_BY_URL = ("\x00", _NO_DEPENDENCY)
-
-
-def _bare_call(name: str, method: str, target: str) -> str:
-    """The operation of a call named by its verb alone: verb and target ("" for the rest)."""
-    if not target or not is_bare(name):
-        return ""
-    return f"{method or name.rpartition(' ')[2]} {target}"
-
-
 # An open incident's evidence follows its root cause every window (its value now: over the
-# last UPDATE_WINDOWS windows); an update goes out when that moves by 30% (of itself or its
-# baseline) or the share affected by 0.2, at most every UPDATE_WINDOWS windows (severity and
+# last UPDATEWINDOWS windows); an update goes out when that moves by 30% (of itself or its
+# baseline) or the share affected by 0.2, at most every UPDATEWINDOWS windows (severity and
 # blast radius changes go at once).
 SERIES_POINTS = 30
-UPDATE_WINDOWS = 3
+UPDATEWINDOWS = 3
 _MOVED = 0.3
 _SHARE_MOVED = 0.2
 _DEPLOY_HORIZON_NS = 30 * 60 * 1_000_000_000  # deploys this long before an incident matter
@@ -134,30 +99,6 @@ _PRIORITY = {
 }
 
 
-class _Span(NamedTuple):
-    span_id: bytes
-    parent: bytes
-    key: Key
-    error: bool
-    duration: int
-    dependency: tuple[str, str]  # (name, operation) for calls to uninstrumented systems
-    window: int
-
-
-# NamedTuple's own constructor is Python code; this one is not, and takes a plain tuple.
-_make_span = partial(tuple.__new__, _Span)
-# A stored trace is one flat list, _WIDTH values a span in _Span's order (a tuple for each
-# span would be one more object to make, and for the cycle collector to visit, per span).
-_WIDTH = len(_Span._fields)
-_SPAN_ID, _PARENT, _KEY, _WINDOW = 0, 1, 2, _WIDTH - 1
-assert _Span._fields.index("window") == _WINDOW
-
-
-def _spans(flat: list[Any] | None) -> list[_Span]:
-    """A stored trace's spans."""
-    return list(map(_make_span, zip(*[iter(flat or ())] * _WIDTH, strict=True)))
-
-
 @dataclass(slots=True)
 class _Group:
     root: Operation
@@ -183,10 +124,10 @@ class _Open:
     counted: int = 0  # a new error's spans since the incident opened
     series: deque[SeriesPoint] = field(default_factory=lambda: deque(maxlen=SERIES_POINTS))
     shown: tuple[float, float] = (0.0, 0.0)  # (observed, share) as last published
-    # (value, share, spans) of the last UPDATE_WINDOWS windows measured: "now" is their
+    # (value, share, spans) of the last UPDATEWINDOWS windows measured: "now" is their
     # weighted mean, steadier than one window of a key at a few spans a window
     recent: deque[tuple[float, float, int]] = field(
-        default_factory=lambda: deque(maxlen=UPDATE_WINDOWS)
+        default_factory=lambda: deque(maxlen=UPDATEWINDOWS)
     )
     shown_window: int = 0
     healthy: int = 0  # windows since its last evidence in which its lead key's spans came
@@ -200,13 +141,13 @@ class Detector:
         self.settings = s = settings or Settings()
         self._w = s.window_ns
         self._keys = KeyTable(s.max_keys)
-        self._calls = CallNames()
+        self._describer = CallDescriber(CallNames(), self._keys)
         self._probe_paths = frozenset(s.probe_paths)
         self._stats: dict[Key, KeyStats] = {}
         self._windows: dict[int, dict[Key, WindowAcc]] = {}
         self._closed = -1  # index of the last closed window; -1 before the first span
         self.watermark_ns = 0
-        self._traces: OrderedDict[bytes, list[Any]] = OrderedDict()  # flat, see _WIDTH
+        self._traces: Traces = OrderedDict()
         # the traces each open window has spans of, in the order they first did
         self._window_traces: dict[int, dict[bytes, None]] = {}
         self._parents: dict[Key, set[Key]] = defaultdict(set)
@@ -406,7 +347,7 @@ class Detector:
         routes = take(b.http_route, rows)
         # client spans named by their verb alone are keyed by what they call (the operation
         # takes the route's place in the key's identity); the rest as they are named
-        calls = self._client_calls(b, rows, kinds)
+        calls = self._describer.client_calls(b, rows, kinds)
         if any(calls.operations):
             for j, operation in zip(calls.rows, calls.operations, strict=True):
                 if operation:
@@ -464,10 +405,18 @@ class Detector:
                 )
             start = stop
         parents = take(b.parent_span_id, rows)
-        dependencies = self._dependencies(b, rows, calls, keys)
-        # the _Span fields, in its order
+        dependencies = self._describer.dependencies(b, rows, calls, keys)
+        # the TraceSpan fields, in its order
         columns = (span_ids, parents, keys, errors, durations, dependencies, span_windows)
-        self._keep_traces(trace_ids, columns)
+        s = self.settings
+        keep(
+            self._traces,
+            self._window_traces,
+            trace_ids,
+            columns,
+            s.max_traces,
+            s.max_spans_per_trace,
+        )
 
     def _track_versions(
         self, services: list[str], scopes: list[str], versions: list[str], ends: list[int]
@@ -523,117 +472,6 @@ class Detector:
             if key_of.pop(ident, None) is not None:
                 complete = False
         return key_of, complete
-
-    def _client_calls(self, b: SpanBatch, rows: list[int], kinds: list[int]) -> _Calls:
-        """The client spans among ``rows`` (their indexes into it), the operation of those
-        whose name is their verb alone (``GET`` to ``GET inventory:5002``, a database's
-        ``SELECT`` to ``SELECT stock``; "" for the rest, keyed by their name), and for those
-        the system each calls (for the rest, ``_dependencies`` tells once their keys are
-        known).
-
-        Calls alike in every column that matters are described once (a batch holds a few
-        kinds of call); only calls known by their URL alone are read one by one."""
-        clients = list(compress(range(len(rows)), map(_CLIENT_KINDS.__contains__, kinds)))
-        if not clients:
-            return _NO_CALLS
-        client_rows = take(rows, clients)
-        names = take(b.name, client_rows)
-        bare = {name: is_bare(name) for name in dict.fromkeys(names)}
-        operations = [""] * len(clients)
-        dependencies: list[tuple[str, str] | None] = [None] * len(clients)
-        if not any(bare.values()):
-            return _Calls(clients, operations, dependencies)
-        self._calls.new_batch()
-        picked = [i for i, name in enumerate(names) if bare[name]]
-        picked_rows = take(client_rows, picked)
-        idents = list(zip(*(take(column, picked_rows) for column in _call_columns(b)), strict=True))
-        described = {ident: self._describe_call(ident) for ident in dict.fromkeys(idents)}
-        by_url: dict[tuple[str, ...], tuple[str, tuple[str, str]]] = {}
-        for i, row, ident in zip(picked, picked_rows, idents, strict=True):
-            call = described[ident]
-            if call == _BY_URL:  # no address, no peer, no database: the URL tells
-                at = (*ident, b.url_full[row], b.net_peer_name[row])
-                call = by_url.get(at) or by_url.setdefault(at, self._describe_call(ident, *at[-2:]))
-            operations[i], dependencies[i] = call
-        return _Calls(clients, operations, dependencies)
-
-    def _describe_call(
-        self, ident: tuple[str, ...], url: str | None = None, net_peer: str = ""
-    ) -> tuple[str, tuple[str, str]]:
-        """(operation, dependency) of a kind of client span (its _call_columns): the
-        operation "" unless its name is its verb alone or it is a database call. _BY_URL
-        when only its URL can tell what it calls and ``url`` is not given."""
-        (service, name, kind, method, db, address, port, peer) = ident[:8]
-        db_op, table, summary, statement, db_name, messaging, rpc, net_peer_name = ident[8:]
-        calls = self._calls
-        if db:
-            operation = calls.database_operation(db_op, table, summary, statement)
-            if address or peer or net_peer_name:
-                target = calls.target(address, port, peer, "", net_peer_name)
-            else:
-                target = database_name(db, db_name, service)
-        elif address or peer or url is not None:
-            target = calls.target(address, port, peer, url or "", net_peer)
-            operation = _bare_call(name, method, target)
-        else:
-            return _BY_URL
-        if not target or not (db or messaging or not rpc):
-            return operation, _NO_DEPENDENCY
-        if operation:  # the key says what was called: a database's verb and object
-            return operation, (target, method if operation == f"{method} {target}" else operation)
-        return operation, (target, db_op or self._keys.operation_of(name, "", int(kind)))
-
-    def _dependencies(
-        self, b: SpanBatch, rows: list[int], calls: _Calls, keys: list[Key]
-    ) -> list[tuple[str, str]]:
-        """(name, operation) of the uninstrumented system each client span calls, if any."""
-        out = [_NO_DEPENDENCY] * len(rows)
-        if not calls.rows:
-            return out
-        client_rows = take(rows, calls.rows)
-        seen: dict[tuple[str, str], tuple[str, str]] = {}
-        target_of = self._calls.target
-        for j, row, known, peer, address, port, db, messaging, rpc, db_operation in zip(
-            calls.rows,
-            client_rows,
-            calls.dependencies,
-            take(b.peer_service, client_rows),
-            take(b.server_address, client_rows),
-            take(b.server_port, client_rows),
-            take(b.db_system, client_rows),
-            take(b.messaging_system, client_rows),
-            take(b.rpc_system, client_rows),
-            take(b.db_operation, client_rows),
-            strict=True,
-        ):
-            if known is not None:  # described with its operation
-                if known is not _NO_DEPENDENCY:
-                    out[j] = seen.setdefault(known, known)
-                continue
-            if not (db or messaging or not rpc):
-                continue
-            if address or peer:
-                target = target_of(address, port, peer, "", "")
-            elif db and not b.net_peer_name[row]:
-                target = database_name(db, b.db_name[row], b.service[row])
-            else:
-                target = target_of("", port, "", b.url_full[row], b.net_peer_name[row])
-            if target:
-                call = (target, db_operation or keys[j].operation)
-                out[j] = seen.setdefault(call, call)
-        return out
-
-    def _keep_traces(self, trace_ids: list[bytes], columns: tuple[list[Any], ...]) -> None:
-        """Add spans (columns of their _Span fields) to the recent traces: max_traces of them,
-        the oldest going first, each with its first max_spans_per_trace spans."""
-        traces = self._traces
-        max_traces = self.settings.max_traces
-        filing.keep_traces(
-            traces, trace_ids, columns, max_traces, self.settings.max_spans_per_trace * _WIDTH
-        )
-        for window, touched in self._window_traces.items():
-            if len(touched) > 2 * max_traces:  # bounded like the traces themselves
-                self._window_traces[window] = {t: None for t in touched if t in traces}
 
     def without_traces(self) -> Detector:
         """A shallow copy to snapshot: everything learned (baselines, keys, open incidents and
@@ -692,7 +530,7 @@ class Detector:
         # Structure only while the buffer holds whole traces: its oldest trace (the window of
         # its first span) old enough that nothing of the last windows has been evicted.
         oldest = next(iter(self._traces.values()), None)
-        whole = oldest is not None and oldest[_WINDOW] <= window - s.structure_guard_windows
+        whole = oldest is not None and oldest[WINDOW] <= window - s.structure_guard_windows
         calls = self._learn_edges(window_traces, window, whole)
         structure, stopped = self._structure_findings(calls, accs, touched, window)
         findings: dict[Key, list[Finding]] = {}
@@ -721,7 +559,7 @@ class Detector:
         groups = self._group(findings, accs, stopped)
         total = sum(a.count for a in accs.values())
         events = self._update_incidents(groups, window, total, accs)
-        self._expire_traces(window)
+        expire(self._traces, window, s.trace_windows)
         return events
 
     def _learn_edges(
@@ -736,9 +574,9 @@ class Detector:
         every trace of it, so a missing child is one that was never sent."""
         counts: dict[Key, tuple[int, Counter[Key]]] = {}
         longest = self._w - int(self.settings.lateness_s * 1e9)
-        full = self.settings.max_spans_per_trace * _WIDTH  # a trace cut short: not judged
+        full = self.settings.max_spans_per_trace * WIDTH  # a trace cut short: not judged
         for flat in traces:
-            if len(flat) == _WIDTH:  # one span: no parent within the trace, and no calls
+            if len(flat) == WIDTH:  # one span: no parent within the trace, and no calls
                 if structure:
                     _, _, key, error, duration, _, at = flat
                     if (
@@ -750,11 +588,11 @@ class Detector:
                         entry = counts.get(key)
                         counts[key] = (entry[0] + 1, entry[1]) if entry else (1, Counter())
                 continue
-            span_ids = flat[_SPAN_ID::_WIDTH]
-            keys = flat[_KEY::_WIDTH]
+            span_ids = flat[SPAN_ID::WIDTH]
+            keys = flat[KEY::WIDTH]
             key_of = dict(zip(span_ids, keys, strict=True))
-            windows = flat[_WINDOW::_WIDTH]
-            parents_of = zip(flat[_PARENT::_WIDTH], keys, windows, strict=True)
+            windows = flat[WINDOW::WIDTH]
+            parents_of = zip(flat[PARENT::WIDTH], keys, windows, strict=True)
             for parent, key, at in parents_of:
                 if at == window and parent:
                     parent_key = key_of.get(parent)
@@ -771,10 +609,10 @@ class Detector:
             ]
             if not handlers:
                 continue
-            errors = flat[_KEY + 1 :: _WIDTH]
-            durations = flat[_KEY + 2 :: _WIDTH]
+            errors = flat[ERROR::WIDTH]
+            durations = flat[DURATION::WIDTH]
             mine: dict[bytes, set[Key]] = {span_ids[j]: set() for j in handlers}
-            for parent, key in zip(flat[_PARENT::_WIDTH], keys, strict=True):
+            for parent, key in zip(flat[PARENT::WIDTH], keys, strict=True):
                 below = mine.get(parent)
                 if below is not None:
                     below.add(key)
@@ -856,14 +694,13 @@ class Detector:
             flat = self._traces.get(trace_id)
             if not flat:
                 continue
-            keys = flat[_KEY::_WIDTH]
+            keys = flat[KEY::WIDTH]
             if key not in keys and child not in keys:
                 continue
-            spans = _spans(flat)
-            children: dict[bytes, list[_Span]] = defaultdict(list)
-            for sp in spans:
-                children[sp.parent].append(sp)
-            for sp in spans:
+            trace = index(flat)
+            assert trace is not None  # flat is not empty
+            children = trace.children
+            for sp in trace.spans:
                 if sp.key == child:
                     callee = next((c for c in children[sp.span_id] if c.key.kind == _SERVER), None)
                     if callee is not None:
@@ -881,15 +718,6 @@ class Detector:
         examples.sort()
         label = min(labels) if labels else f"{child.service} {child.operation}"
         return label, tuple((t, sp) for sp, t in examples[:5])
-
-    def _expire_traces(self, window: int) -> None:
-        horizon = window - self.settings.trace_windows
-        traces = self._traces
-        while traces:
-            flat = next(iter(traces.values()))
-            if flat and flat[-1] > horizon:  # the window of its latest span
-                break
-            traces.popitem(last=False)
 
     def _new_error_findings(
         self, key: Key, acc: WindowAcc, window: int, learning: bool
@@ -963,16 +791,16 @@ class Detector:
         retried: Counter[Key] = Counter()
         worst: dict[Key, int] = {}
         for flat in traces:
-            if len(flat) == _WIDTH:  # one span: one call at most
-                key = flat[_KEY]
-                if key.kind in _CLIENT_KINDS:
+            if len(flat) == WIDTH:  # one span: one call at most
+                key = flat[KEY]
+                if key.kind in CLIENT_KINDS:
                     per_key[key] += 1
                 continue
             # A retry is one caller span making the same call again and again.
             clients = [
                 (parent, key)
-                for parent, key in zip(flat[_PARENT::_WIDTH], flat[_KEY::_WIDTH], strict=True)
-                if key.kind in _CLIENT_KINDS
+                for parent, key in zip(flat[PARENT::WIDTH], flat[KEY::WIDTH], strict=True)
+                if key.kind in CLIENT_KINDS
             ]
             if not clients:
                 continue
@@ -1098,7 +926,7 @@ class Detector:
                 for p in parents.get(top, ()):
                     if p in dropping:
                         above.add(p)
-                    elif p.kind in _CLIENT_KINDS:
+                    elif p.kind in CLIENT_KINDS:
                         above.update(g for g in parents.get(p, ()) if g in dropping)
                 up = [p for p in above if p not in seen]
                 if not up:
@@ -1119,13 +947,10 @@ class Detector:
         votes: Counter[tuple[Operation, bool]] = Counter()
         cascades = edges = 0
         for trace_id, span_id in examples[:20]:
-            spans = _spans(self._traces.get(trace_id))
-            if not spans:
+            trace = read(self._traces, trace_id)
+            if trace is None:
                 continue
-            by_id = {sp.span_id: sp for sp in spans}
-            children: dict[bytes, list[_Span]] = defaultdict(list)
-            for sp in spans:
-                children[sp.parent].append(sp)
+            by_id, children = trace.by_id, trace.children
             span = by_id.get(span_id)
             if span is None:
                 continue
@@ -1144,7 +969,7 @@ class Detector:
                 ] += 1
                 edges += 1
             elif (
-                span.key.kind in _CLIENT_KINDS
+                span.key.kind in CLIENT_KINDS
                 and span.dependency[0]
                 and not children.get(span.span_id)
             ):
@@ -1154,7 +979,7 @@ class Detector:
                 votes[(Operation(span.key.service, span.key.operation, span.key.scope), False)] += 1
             if finding.family in (Family.ERRORS, Family.NEW_ERROR):
                 services = set()
-                node: _Span | None = span
+                node: TraceSpan | None = span
                 while node is not None:
                     if node.error and node.key.kind in (SpanKind.SERVER, SpanKind.CONSUMER):
                         services.add(node.key.service)
@@ -1182,14 +1007,11 @@ class Detector:
         votes: Counter[Key] = Counter()
         cascades = 0
         for trace_id, span_id in finding.examples:
-            spans = _spans(self._traces.get(trace_id))
-            by_id = {sp.span_id: sp for sp in spans}
-            children: dict[bytes, list[_Span]] = defaultdict(list)
-            for sp in spans:
-                children[sp.parent].append(sp)
-            node = by_id.get(span_id)
-            if node is None:
+            trace = read(self._traces, trace_id)
+            node = trace.by_id.get(span_id) if trace is not None else None
+            if trace is None or node is None:
                 continue
+            children = trace.children
             services = {node.key.service}
             for _ in range(self.settings.max_incident_services):
                 below = children.get(node.span_id, [])
@@ -1220,11 +1042,11 @@ class Detector:
         return root, False, cascades * 2 > total > 0, False, list(finding.examples)
 
     @staticmethod
-    def _failing_child(span: _Span, children: list[_Span]) -> _Span | None:
+    def _failing_child(span: TraceSpan, children: list[TraceSpan]) -> TraceSpan | None:
         failing = [c for c in children if c.error]
         return max(failing, key=lambda c: c.duration) if failing else None
 
-    def _slow_child(self, span: _Span, children: list[_Span]) -> _Span | None:
+    def _slow_child(self, span: TraceSpan, children: list[TraceSpan]) -> TraceSpan | None:
         """The child whose own extra time explains most of this span's extra time."""
         stats = self._stats.get(span.key)
         ready = self.settings.min_latency_samples
@@ -1485,7 +1307,7 @@ class Detector:
             abs(observed - last_observed) > _MOVED * scale
             or abs(share - last_share) >= _SHARE_MOVED
         )
-        if not moved or window - current.shown_window < UPDATE_WINDOWS:
+        if not moved or window - current.shown_window < UPDATEWINDOWS:
             return False
         current.shown, current.shown_window = (observed, share), window
         now = replace(
@@ -1528,14 +1350,11 @@ class Detector:
     def _critical_path(self, trace_ids: list[bytes]) -> tuple[PathStep, ...]:
         """From the entry span down, following the failing child, else the longest one."""
         for trace_id in trace_ids:
-            spans = _spans(self._traces.get(trace_id))
-            if not spans:
+            trace = read(self._traces, trace_id)
+            if trace is None:
                 continue
-            ids = {sp.span_id for sp in spans}
-            children: dict[bytes, list[_Span]] = defaultdict(list)
-            for sp in spans:
-                children[sp.parent].append(sp)
-            roots = [sp for sp in spans if sp.parent not in ids]
+            children = trace.children
+            roots = [sp for sp in trace.spans if sp.parent not in trace.by_id]
             node = max(roots, key=lambda sp: sp.duration) if roots else None
             steps: list[PathStep] = []
             while node is not None and len(steps) < 12:

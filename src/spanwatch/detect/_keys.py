@@ -250,9 +250,21 @@ class CallNames:
     def new_batch(self) -> None:
         self._budget = self.parses_per_batch
 
-    def target(self, address: str, port: str, peer: str, url: str, net_peer: str) -> str:
+    def target(
+        self,
+        address: str,
+        port: str,
+        peer: str,
+        url: str,
+        net_peer: str,
+        db: str = "",
+        db_name: str = "",
+        caller: str = "",
+    ) -> str:
         """The peer a client span calls: ``server.address``/``server.port``, else
-        ``peer.service``, else the host of ``url.full``/``http.url``, else ``net.peer.name``."""
+        ``peer.service``, else (a database call, ``db`` its system, that names no
+        ``net.peer.name``) the database by its name and ``caller``'s (database_name), else
+        the host of ``url.full``/``http.url``, else ``net.peer.name``."""
         if address:
             known = self._hosts.get((address, port))
             if known is None:
@@ -262,6 +274,8 @@ class CallNames:
             return known
         if peer:
             return peer
+        if db and not net_peer:
+            return database_name(db, db_name, caller)
         if url and (host := url_host(url)):
             return host
         return host_port(net_peer, port) if net_peer else ""
