@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 from bisect import bisect_left
 from collections import Counter, OrderedDict, defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 from itertools import compress, repeat
 from operator import eq
@@ -27,6 +27,7 @@ from ._grouping import group_findings
 from ._keys import CallNames, Key, KeyTable, template
 from ._lifecycle import Deploys, Incidents
 from ._new_errors import NewErrors, Retries
+from ._probes import probe_rows
 from ._rootcause import RootCause
 from ._settings import Settings
 from ._stats import CallShares, Finding, KeyStats, WindowAcc
@@ -36,7 +37,6 @@ from ._traces import WINDOW, Traces, expire, keep
 # Plain ints for the per-span loop (enum comparisons cost more than the rest of its work).
 _SERVER = int(SpanKind.SERVER)
 _ERROR = int(StatusCode.ERROR)
-_HEALTH_RPC = "grpc.health.v1.Health"
 
 
 class Detector:
@@ -128,7 +128,7 @@ class Detector:
         if self._closed < 0 and n:
             self._closed = min(ends) // w - 1
         order = filing.order(ends)
-        probes = self._probe_rows(batch)
+        probes = probe_rows(batch, self._probe_paths)
         if probes:  # health checks and unmatched routes: no baseline, no key of their own
             self.probe_spans += len(probes)
             order = [row for row in order if row not in probes]
@@ -163,31 +163,6 @@ class Detector:
         if n:
             self.watermark_ns = max(self.watermark_ns, min(by_end[-1], front))
         return events + self._close_until(self.watermark_ns)
-
-    def _probe_rows(self, b: SpanBatch) -> set[int]:
-        """Server spans that are probes: a health-check path (``Settings.probe_paths``) or
-        gRPC's health service, or a request no route matched (404 and no ``http.route``)."""
-        kinds = b.kind
-        if _SERVER not in kinds:
-            return set()
-        paths = self._probe_paths
-        routes = b.http_route
-        statuses = b.http_status_code
-        path_column = b.url_path
-        probe_paths = any(p.partition("?")[0] in paths for p in set(path_column) if p)
-        health = _HEALTH_RPC in b.rpc_service
-        if not (probe_paths or health or 404 in statuses or not paths.isdisjoint(routes)):
-            return set()
-        rows = set()
-        for row in compress(range(len(kinds)), map(eq, kinds, repeat(_SERVER))):
-            route = routes[row]
-            if (
-                (route in paths if route else statuses[row] == 404)
-                or (probe_paths and not route and path_column[row].partition("?")[0] in paths)
-                or (health and b.rpc_service[row] == _HEALTH_RPC)
-            ):
-                rows.add(row)
-        return rows
 
     def _count_late(self, b: SpanBatch, rows: list[int], ends: list[int]) -> None:
         """Spans whose window has closed: counted by service, noted by source for the log."""
@@ -266,7 +241,9 @@ class Detector:
         def idents() -> Iterator[tuple[str, str, str, int, str]]:
             return zip(services, names, routes, kinds, scopes, strict=True)
 
-        key_of, complete = self._touch_keys(dict.fromkeys(idents()), batch_keys)
+        key_of, complete, evicted = self._keys.touch_all(dict.fromkeys(idents()), batch_keys)
+        for gone in evicted:
+            self._forget(gone)
         if not complete:  # more keys in the batch than max_keys: spans of the evicted ones go
             kept = [j for j, ident in enumerate(idents()) if ident in key_of]
             rows, ends = take(rows, kept), take(ends, kept)
@@ -319,38 +296,6 @@ class Detector:
             s.max_traces,
             s.max_spans_per_trace,
         )
-
-    def _touch_keys(
-        self,
-        idents: Iterable[tuple[str, str, str, int, str]],
-        batch_keys: dict[tuple[str, str, str, int, str], Key],
-    ) -> tuple[dict[tuple[str, str, str, int, str], Key], bool]:
-        """The key of each (service, name, route, kind), touched in the order given, and
-        whether every one has its key. Keys evicted meanwhile are forgotten; one of this
-        batch's own is evicted only when a batch holds more keys than max_keys, and is left
-        out."""
-        key_of: dict[tuple[str, str, str, int, str], Key] = {}
-        table = self._keys
-        evicted: set[Key] = set()
-        for ident in idents:
-            key = batch_keys.get(ident)
-            if key is None:
-                service, name, route, kind, scope = ident
-                key = Key(service, table.operation_of(name, route, kind), kind, scope)
-                key, gone = table.touch(key)
-                if gone is not None:
-                    self._forget(gone)
-                    evicted.add(gone)
-                batch_keys[ident] = key
-            key_of[ident] = key
-        if not evicted:
-            return key_of, True
-        complete = True
-        for ident in [i for i, k in batch_keys.items() if k in evicted]:
-            del batch_keys[ident]  # a later segment of the batch touches it again
-            if key_of.pop(ident, None) is not None:
-                complete = False
-        return key_of, complete
 
     def without_traces(self) -> Detector:
         """A shallow copy to snapshot: everything learned (baselines, keys, open incidents and

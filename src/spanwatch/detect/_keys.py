@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
+from collections.abc import Iterable
 from typing import Any, NamedTuple, cast
 
 from spanwatch.model import SpanKind
@@ -83,6 +84,39 @@ class KeyTable:
             self.evicted += 1
             return key, old
         return key, None
+
+    def touch_all(
+        self,
+        idents: Iterable[tuple[str, str, str, int, str]],
+        batch_keys: dict[tuple[str, str, str, int, str], Key],
+    ) -> tuple[dict[tuple[str, str, str, int, str], Key], bool, list[Key]]:
+        """The key of each (service, name, route, kind, scope), touched in the order given
+        (``batch_keys`` remembers those of the batch so far); whether every one has its key;
+        and the keys evicted meanwhile, in order, for their baselines to go too. One of this
+        batch's own is evicted only when a batch holds more keys than the capacity, and is
+        left out."""
+        key_of: dict[tuple[str, str, str, int, str], Key] = {}
+        evicted: list[Key] = []
+        for ident in idents:
+            key = batch_keys.get(ident)
+            if key is None:
+                service, name, route, kind, scope = ident
+                key, gone = self.touch(
+                    Key(service, self.operation_of(name, route, kind), kind, scope)
+                )
+                if gone is not None:
+                    evicted.append(gone)
+                batch_keys[ident] = key
+            key_of[ident] = key
+        if not evicted:
+            return key_of, True, evicted
+        complete = True
+        gone_keys = set(evicted)
+        for ident in [i for i, k in batch_keys.items() if k in gone_keys]:
+            del batch_keys[ident]  # a later segment of the batch touches it again
+            if key_of.pop(ident, None) is not None:
+                complete = False
+        return key_of, complete, evicted
 
 
 # --- client calls ---------------------------------------------------------------------------
