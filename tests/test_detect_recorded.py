@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from spanwatch.detect import Detector
-from spanwatch.detect._detector import _spans
+from spanwatch.detect._traces import spans as _spans
 from spanwatch.model import SpanKind
 from spanwatch.otlp import decode_request, parse_json
 from tests.app.fixtures import RawSpan, fixture_path, raw_spans, read_lines

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
+from collections.abc import Iterable
 from typing import Any, NamedTuple, cast
 
 from spanwatch.model import SpanKind
@@ -83,6 +84,39 @@ class KeyTable:
             self.evicted += 1
             return key, old
         return key, None
+
+    def touch_all(
+        self,
+        idents: Iterable[tuple[str, str, str, int, str]],
+        batch_keys: dict[tuple[str, str, str, int, str], Key],
+    ) -> tuple[dict[tuple[str, str, str, int, str], Key], bool, list[Key]]:
+        """The key of each (service, name, route, kind, scope), touched in the order given
+        (``batch_keys`` remembers those of the batch so far); whether every one has its key;
+        and the keys evicted meanwhile, in order, for their baselines to go too. One of this
+        batch's own is evicted only when a batch holds more keys than the capacity, and is
+        left out."""
+        key_of: dict[tuple[str, str, str, int, str], Key] = {}
+        evicted: list[Key] = []
+        for ident in idents:
+            key = batch_keys.get(ident)
+            if key is None:
+                service, name, route, kind, scope = ident
+                key, gone = self.touch(
+                    Key(service, self.operation_of(name, route, kind), kind, scope)
+                )
+                if gone is not None:
+                    evicted.append(gone)
+                batch_keys[ident] = key
+            key_of[ident] = key
+        if not evicted:
+            return key_of, True, evicted
+        complete = True
+        gone_keys = set(evicted)
+        for ident in [i for i, k in batch_keys.items() if k in gone_keys]:
+            del batch_keys[ident]  # a later segment of the batch touches it again
+            if key_of.pop(ident, None) is not None:
+                complete = False
+        return key_of, complete, evicted
 
 
 # --- client calls ---------------------------------------------------------------------------
@@ -250,9 +284,21 @@ class CallNames:
     def new_batch(self) -> None:
         self._budget = self.parses_per_batch
 
-    def target(self, address: str, port: str, peer: str, url: str, net_peer: str) -> str:
+    def target(
+        self,
+        address: str,
+        port: str,
+        peer: str,
+        url: str,
+        net_peer: str,
+        db: str = "",
+        db_name: str = "",
+        caller: str = "",
+    ) -> str:
         """The peer a client span calls: ``server.address``/``server.port``, else
-        ``peer.service``, else the host of ``url.full``/``http.url``, else ``net.peer.name``."""
+        ``peer.service``, else (a database call, ``db`` its system, that names no
+        ``net.peer.name``) the database by its name and ``caller``'s (database_name), else
+        the host of ``url.full``/``http.url``, else ``net.peer.name``."""
         if address:
             known = self._hosts.get((address, port))
             if known is None:
@@ -262,6 +308,8 @@ class CallNames:
             return known
         if peer:
             return peer
+        if db and not net_peer:
+            return database_name(db, db_name, caller)
         if url and (host := url_host(url)):
             return host
         return host_port(net_peer, port) if net_peer else ""

@@ -46,6 +46,15 @@ class Settings:
     warmup_windows: int = 12  # windows of traffic a key needs before it can alert
     learn_windows: int = 30  # windows during which every error signature is learned as known
     new_error_windows: int = 60  # how long a new signature stays "new"
+    # a new signature's spans in a window (or since it appeared) before it can alert: one or
+    # two failed spans are as likely a race as a new kind of failure
+    min_new_errors: int = 3
+    # a signature known for this many other services is a generic failure (a transport
+    # status, a timeout), never new
+    common_error_services: int = 2
+    # new signatures tracked at most, per tracked key: they are per service, and one whose
+    # message holds ids must not grow without bound
+    new_errors_per_key: int = 4
     # the least rate a never-seen signature is assumed to have had (its prior is half a span
     # of the key's recent exposure): one in ten thousand spans
     min_new_error_rate: float = 1e-4
@@ -62,6 +71,11 @@ class Settings:
     max_keys: int = 50_000  # tracked (service, operation, kind) keys; LRU past it
     max_traces: int = 20_000  # recent traces kept for trace-level analysis
     max_spans_per_trace: int = 512
+    # callers learned per key: enough for any real fan-in, and a caller whose span names hold
+    # ids cannot grow it
+    max_parent_keys: int = 32
+    # version changes kept to name in incidents (deploys in the half hour before one)
+    max_deploys: int = 256
     p_value: float = 1e-6  # how unlikely under the baseline a finding must be
     min_errors: int = 4
     min_error_rate: float = 0.005  # floor of the baseline error rate
@@ -106,6 +120,9 @@ class Settings:
     retry_min_traces: int = 3
     retry_share: float = 0.2
     retry_usual: float = 0.05
+    # EWMA weight of a window in a key's usual share of retried traces (learned only from
+    # windows without a storm, as rates are)
+    retry_alpha: float = 0.1
     # --- structure: a usual call that a key's spans no longer make (a handler that stops
     # short: an exception swallowed, or returned without a status code). Per key, the share of
     # its non-failed spans that call each child key is learned as the error rate is (slowly,
@@ -142,3 +159,10 @@ class Settings:
     @property
     def window_ns(self) -> int:
         return int(self.window_s * 1e9)
+
+    @property
+    def slow_alpha(self) -> float:
+        """The EWMA weight of what is learned slower than rates (the error rate, a count's
+        variance, usual calls: about 80 windows): a few errors, or a noisy window, must not
+        move them much."""
+        return self.rate_alpha / 4

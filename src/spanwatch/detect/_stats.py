@@ -28,6 +28,10 @@ from ._settings import Settings
 SKETCH_ACCURACY = 0.05
 RESERVOIR = 256
 SLOWEST = 8
+# example spans an incident names (and a window's spans show): enough to look at, few to send
+EXAMPLES = 5
+# failed spans a window keeps as examples, each a root-cause walk: enough for a majority vote
+ERROR_EXAMPLES = 20
 # DDSketch's logarithmic mapping: a latency's bucket, and the value that stands for a bucket
 # (within SKETCH_ACCURACY of every latency in it). Each key holds up to four sketches, and
 # 100 000 keys are a lot of them: a sketch's counts are whole numbers, kept in one array.
@@ -37,6 +41,14 @@ _COUNTS = "I" if array("I").itemsize >= 4 else "L"
 # so that a window's durations are bucketed without a method call each (tested equal)
 _KEY_SCALE = (1.0 / math.log(_MAPPING.gamma)) * math.log(2)
 _CHUNK = 8  # buckets a sketch grows by
+# spans a new epoch's sketch holds before it joins the baseline (fewer say little of its
+# quantiles): until then the previous epoch alone is the baseline
+EPOCH_SPANS = 50
+# a run of suspicious windows is evidence from its second window on (one window alone is
+# judged by itself)
+_RUN_WINDOWS = 2
+# a quiet run's expected spans past one and a half windows' worth: its second window or later
+_QUIET_RUN = 1.5
 _NO_STREAK = (0.0, 0.0)
 _NO_RUN: tuple[float, float, int] = (0.0, 0.0, 0)
 # a window's sampled span: span id, duration (ns, unsigned), trace id
@@ -137,7 +149,7 @@ class WindowAcc:
             if self.signatures is None or self.error_examples is None:
                 self.signatures, self.error_examples = Counter(), []
             self.signatures[signature] += 1
-            _keep_smallest(self.error_examples, (span_id, trace_id), 20)
+            _keep_smallest(self.error_examples, (span_id, trace_id), ERROR_EXAMPLES)
 
     def _cut(self) -> None:
         """Keep the RESERVOIR smallest span ids (and, from the first cut on, the slowest apart)."""
@@ -177,7 +189,7 @@ class WindowAcc:
         """(trace id, span id) pairs, in span id order: 20 of the errors, or 5 of all spans."""
         if errors:
             return [(trace, span) for span, trace in sorted(self.error_examples or ())]
-        return [(trace, span) for span, _, trace in self._sample()[:5]]
+        return [(trace, span) for span, _, trace in self._sample()[:EXAMPLES]]
 
 
 def _keep_smallest(items: list[tuple[bytes, bytes]], item: tuple[bytes, bytes], limit: int) -> None:
@@ -293,7 +305,7 @@ class Sketches:
     def quantile(self, q: float) -> float:
         if self.previous is None:
             return quantile([self.current], q)
-        if self.current.count < 50:
+        if self.current.count < EPOCH_SPANS:
             return quantile([self.previous], q)
         return quantile([self.previous, self.current], q)
 
@@ -402,11 +414,17 @@ class KeyStats:
         to weigh (as Adam's moment estimates are)."""
         if self.count_ewma <= 0 or self.windows < 2:
             return 1.0
-        weighed = 1 - (1 - settings.rate_alpha / 4) ** (self.windows - 1)
+        weighed = 1 - (1 - settings.slow_alpha) ** (self.windows - 1)
         return max(1.0, self.count_var / weighed / self.count_ewma)
 
     def error_rate(self) -> float:
         return self.err_k / self.err_n if self.err_n else 0.0
+
+    def slow_above(self, settings: Settings) -> float:
+        """The duration (ns) above which a span is slow: both slow_factor x the baseline p99
+        and p99 plus min_latency_delta_ms (a change must matter, not only be improbable)."""
+        p99 = self.quantiles()[1]
+        return max(settings.slow_factor * p99, p99 + settings.min_latency_delta_ms * 1e6)
 
     def judge(self, acc: WindowAcc | None, warm: bool, settings: Settings) -> list[Finding]:
         """Findings for this key's window (``acc`` None: no spans this window)."""
@@ -462,7 +480,7 @@ class KeyStats:
             rk, rn, rw = _extend_run(rk, rn, rw, k, n, settings.run_windows)
             self.error_run = (rk, rn, rw)
             if (
-                rw >= 2
+                rw >= _RUN_WINDOWS
                 and rk >= settings.min_errors
                 and chernoff_upper(rk, rn, p0) < settings.p_value
             ):
@@ -481,10 +499,10 @@ class KeyStats:
             self.error_run = _NO_RUN
         # --- latency
         if self.fast.count() >= settings.min_latency_samples:
-            p50, p99 = self.quantiles()
+            p50 = self.quantiles()[0]
             durations = acc.durations
             m = len(durations)
-            slow_above = max(settings.slow_factor * p99, p99 + settings.min_latency_delta_ms * 1e6)
+            slow_above = self.slow_above(settings)
             above = sum(1 for d in durations if d > slow_above)
             mid = median(durations)
             ra, rm, rw = self.slow_run
@@ -498,7 +516,7 @@ class KeyStats:
                 and above / m >= settings.slow_share
                 and chernoff_upper(above, m, settings.slow_expected) < settings.p_value
             ) or (
-                rw >= 2
+                rw >= _RUN_WINDOWS
                 and ra >= settings.min_slow
                 and chernoff_upper(ra, rm, settings.slow_expected) < settings.p_value
             ):
@@ -556,7 +574,7 @@ class KeyStats:
             return
         a = settings.rate_alpha
         streak = self.low_streak[1] / self.count_ewma if self.count_ewma else 0.0
-        if 1.5 <= streak <= settings.run_windows:
+        if _QUIET_RUN <= streak <= settings.run_windows:
             # the second and later of a run of quiet windows not yet judged: a drop must not
             # teach its own level. (A lone quiet window is learned: it is how bursty the key is.)
             pass
@@ -567,13 +585,15 @@ class KeyStats:
             self.count_ewma += a * deviation
             # slower than the mean (a variance from a few windows is itself too noisy to
             # trust): about 80 windows, as the error rate
-            self.count_var = (1 - a / 4) * (self.count_var + a / 4 * deviation * deviation)
+            slow = settings.slow_alpha
+            self.count_var = (1 - slow) * (self.count_var + slow * deviation * deviation)
         # The second and later windows of a run of suspicious ones are not learned either:
         # a fault that shows a span at a time must not raise the baseline it is judged on.
-        if self.error_run[2] < 2:
-            self.err_k = (1 - a / 4) * self.err_k + (acc.errors if acc else 0)
-            self.err_n = (1 - a / 4) * self.err_n + n
-        durations = acc.durations if acc and self.slow_run[2] < 2 else []
+        if self.error_run[2] < _RUN_WINDOWS:
+            keep = 1 - settings.slow_alpha
+            self.err_k = keep * self.err_k + (acc.errors if acc else 0)
+            self.err_n = keep * self.err_n + n
+        durations = acc.durations if acc and self.slow_run[2] < _RUN_WINDOWS else []
         if durations:
             self._quantiles = None
             buckets = bucketed(durations)

@@ -1,0 +1,169 @@
+"""Findings about what a key's errors and calls are, not how many: an error signature never
+seen for its service (new_error), and the same call made again and again in one trace
+(retry_storm)."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from typing import Any
+
+from ._calls import CLIENT_KINDS
+from ._keys import Key
+from ._settings import Settings
+from ._stats import Family, Finding, KeyStats, WindowAcc, chernoff_upper
+from ._traces import KEY, PARENT, WIDTH
+
+
+class NewErrors:
+    """Error signatures known for each service (within its scope), and those seen lately
+    that are still new."""
+
+    def __init__(self, settings: Settings, stats: dict[Key, KeyStats]) -> None:
+        self.settings = settings
+        self.stats = stats
+        # (service, scope) -> error signatures known for it
+        self.known: dict[tuple[str, str], set[str]] = defaultdict(set)
+        # (service, scope, signature) -> (first window, occurrences since, the rate it may
+        # have had unseen)
+        self.new: dict[tuple[str, str, str], tuple[int, int, float]] = {}
+
+    def findings(self, key: Key, acc: WindowAcc, window: int, learning: bool) -> list[Finding]:
+        """The key's new error signatures this window; while ``learning`` every signature is
+        learned as known."""
+        s = self.settings
+        known = self.known[key.service, key.scope]
+        stats = self.stats.get(key)
+        baseline_rate = stats.error_rate() if stats is not None else 0.0
+        out = []
+        for signature, count in (acc.signatures or {}).items():
+            if signature in known or self.common_elsewhere(signature, (key.service, key.scope)):
+                continue
+            if learning:
+                known.add(signature)
+                continue
+            ident = (key.service, key.scope, signature)
+            entry = self.new.get(ident)
+            if entry is None:
+                # The rate it may have had unseen: half a span in the key's recent exposure,
+                # which held none of it (the decayed span count the error rate is learned on).
+                exposure = stats.err_n if stats is not None else 0.0
+                entry = (window, 0, max(s.min_new_error_rate, 0.5 / (exposure + 1)))
+                if len(self.new) >= s.new_errors_per_key * s.max_keys:  # bounded
+                    del self.new[next(iter(self.new))]
+            first, total, prior = entry
+            total += count
+            self.new[ident] = (first, total, prior)
+            spans = max(acc.count, round((window - first + 1) * (stats.count_ewma if stats else 0)))
+            if window - first >= s.new_error_windows:
+                known.add(signature)  # it has been around long enough to be ordinary
+                del self.new[ident]
+            elif (
+                count >= s.min_new_errors
+                and chernoff_upper(count, acc.count, max(s.min_error_rate, baseline_rate))
+                < s.p_value
+            ) or (
+                # evidence accumulated since it first appeared: a few percent of one
+                # operation's requests, or fewer, shows within minutes
+                total >= s.min_new_errors and chernoff_upper(total, spans, prior) < s.p_value
+            ):
+                count = max(count, total)
+                out.append(
+                    Finding(
+                        Family.NEW_ERROR,
+                        "new_error_count",
+                        float(count),
+                        0.0,
+                        "spans",
+                        float(count),
+                        count,
+                        signature=signature,
+                    )
+                )
+        return out
+
+    def common_elsewhere(self, signature: str, service: tuple[str, str]) -> bool:
+        """A generic failure (a transport status many services raise) is not a new error."""
+        others = {
+            svc[0]
+            for svc, known in self.known.items()
+            if svc[0] != service[0] and signature in known
+        }  # other services by name: one service in three environments is one service
+        return len(others) >= self.settings.common_error_services
+
+
+class Retries:
+    """Each client key's usual share of traces that retry it, and the storms above it."""
+
+    def __init__(self, settings: Settings, stats: dict[Key, KeyStats]) -> None:
+        self.settings = settings
+        self.stats = stats
+        self.ewma: dict[Key, float] = {}  # key -> share of its traces that retried it
+
+    def findings(
+        self, traces: list[list[Any]], accs: dict[Key, WindowAcc]
+    ) -> list[tuple[Key, Finding]]:
+        """Retry storms in the window's traces; the share retried is learned for the rest."""
+        s = self.settings
+        per_key: Counter[Key] = Counter()
+        retried: Counter[Key] = Counter()
+        worst: dict[Key, int] = {}
+        for flat in traces:
+            if len(flat) == WIDTH:  # one span: one call at most
+                key = flat[KEY]
+                if key.kind in CLIENT_KINDS:
+                    per_key[key] += 1
+                continue
+            # A retry is one caller span making the same call again and again.
+            clients = [
+                (parent, key)
+                for parent, key in zip(flat[PARENT::WIDTH], flat[KEY::WIDTH], strict=True)
+                if key.kind in CLIENT_KINDS
+            ]
+            if not clients:
+                continue
+            if len(set(clients)) == len(clients):  # the common case: no call repeated
+                for key in dict.fromkeys(k for _, k in clients):
+                    per_key[key] += 1
+                continue
+            calls = Counter(clients)
+            repeats: dict[Key, int] = {}
+            for (_, key), n in calls.items():
+                repeats[key] = max(repeats.get(key, 0), n)
+            for key, n in repeats.items():
+                per_key[key] += 1
+                if n >= s.retry_repeats:
+                    retried[key] += 1
+                    worst[key] = max(worst.get(key, 0), n)
+        out = []
+        keep = 1 - s.retry_alpha
+        for key, traces_with_key in per_key.items():
+            share = retried[key] / traces_with_key
+            baseline = self.ewma.get(key, 0.0)
+            stats = self.stats.get(key)
+            warm = stats is not None and stats.windows >= s.warmup_windows
+            if (
+                warm
+                and retried[key] >= s.retry_min_traces
+                and share >= s.retry_share
+                and baseline < s.retry_usual
+            ):
+                out.append(
+                    (
+                        key,
+                        Finding(
+                            Family.RETRY,
+                            "calls_per_trace",
+                            float(worst[key]),
+                            1.0,
+                            "calls",
+                            float(worst[key]),
+                            retried[key],
+                        ),
+                    )
+                )
+            else:
+                self.ewma[key] = keep * baseline + s.retry_alpha * share
+        return out
+
+    def forget(self, key: Key) -> None:
+        self.ewma.pop(key, None)

@@ -1,0 +1,233 @@
+"""Root cause: where in the recent traces a key's anomaly comes from.
+
+Errors are followed down through the failing child, latency through the child whose own extra
+time explains most of its parent's; the deepest span reached votes for the root (the callee
+of a call whose own span is normal: the trouble is on the edge in front of it; the system a
+call reaches, when it is not instrumented). A traffic drop is walked up the call graph
+instead, to the highest caller that drops too.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from spanwatch.model import Operation, PathStep, SpanKind
+
+from ._calls import CLIENT_KINDS
+from ._keys import Key
+from ._settings import Settings
+from ._stats import ERROR_EXAMPLES, EXAMPLES, Family, Finding, KeyStats, WindowAcc
+from ._structure import HANDLER_KINDS
+from ._traces import Traces, TraceSpan, read
+
+_CLIENT, _SERVER = int(SpanKind.CLIENT), int(SpanKind.SERVER)
+# a critical path's steps at most: deeper than any call chain worth reading in an incident
+PATH_STEPS = 12
+# a child explains its parent's slowness when its own extra time is over this share of the
+# parent's (two children cannot both hold more than half)
+EXPLAINS = 0.5
+
+# (root, root is a dependency, errors cascaded through callers, the trouble is on the edge in
+# front of the root, example (trace id, span id) pairs)
+Cause = tuple[Operation, bool, bool, bool, list[tuple[bytes, bytes]]]
+
+
+class RootCause:
+    """Finds roots from the call graph (``parents``) and the baselines (``stats``: latency
+    is blamed on the child whose time is most above its own)."""
+
+    def __init__(
+        self, settings: Settings, stats: dict[Key, KeyStats], parents: dict[Key, set[Key]]
+    ) -> None:
+        self.settings = settings
+        self.stats = stats
+        self.parents = parents
+
+    def find(
+        self,
+        traces: Traces,
+        key: Key,
+        finding: Finding,
+        acc: WindowAcc | None,
+        dropping: set[Key],
+        stopped: dict[Key, Key],
+    ) -> Cause:
+        """The cause of one finding. ``dropping``: the keys whose traffic dropped this window;
+        ``stopped``: the keys that stopped short this window, and the call each no longer
+        makes."""
+        if finding.family is Family.TRAFFIC:
+            top = key
+            seen = {key}
+            parents = self.parents
+            while True:
+                # a client key is an edge, and one that several calls share (GET catalog)
+                # may not drop with this one: the walk looks through it to its callers
+                above = set()
+                for p in parents.get(top, ()):
+                    if p in dropping:
+                        above.add(p)
+                    elif p.kind in CLIENT_KINDS:
+                        above.update(g for g in parents.get(p, ()) if g in dropping)
+                up = [p for p in above if p not in seen]
+                if not up:
+                    break
+                top = min(up)
+                seen.add(top)
+            return Operation(top.service, top.operation, top.scope), False, False, False, []
+        if finding.metric == "missing_call_rate":
+            return self._stopped_root(traces, key, finding, stopped)
+        if acc is None:
+            return Operation(key.service, key.operation, key.scope), False, False, False, []
+        if finding.family is Family.LATENCY:
+            examples = [(t, sp) for _, t, sp in acc.slowest]
+            step = self._slow_child
+        else:
+            examples = acc.example_ids(errors=True)
+            step = _failing_child
+        votes: Counter[tuple[Operation, bool]] = Counter()
+        cascades = edges = 0
+        for trace_id, span_id in examples[:ERROR_EXAMPLES]:
+            trace = read(traces, trace_id)
+            if trace is None:
+                continue
+            by_id, children = trace.by_id, trace.children
+            span = by_id.get(span_id)
+            if span is None:
+                continue
+            while (child := step(span, children.get(span.span_id, []))) is not None:
+                span = child
+            callee = (
+                next((c for c in children.get(span.span_id, ()) if c.key.kind == _SERVER), None)
+                if span.key.kind == _CLIENT
+                else None
+            )
+            if callee is not None:
+                # The call was slow (or failed) and the callee's own span explains none of it:
+                # the time went in front of the callee (network, ingress). It is the callee's.
+                votes[
+                    (Operation(callee.key.service, callee.key.operation, callee.key.scope), False)
+                ] += 1
+                edges += 1
+            elif (
+                span.key.kind in CLIENT_KINDS
+                and span.dependency[0]
+                and not children.get(span.span_id)
+            ):
+                name, operation = span.dependency
+                votes[(Operation(name, operation, span.key.scope), True)] += 1
+            else:
+                votes[(Operation(span.key.service, span.key.operation, span.key.scope), False)] += 1
+            if finding.family in (Family.ERRORS, Family.NEW_ERROR):
+                services = set()
+                node: TraceSpan | None = span
+                while node is not None:
+                    if node.error and node.key.kind in (SpanKind.SERVER, SpanKind.CONSUMER):
+                        services.add(node.key.service)
+                    node = by_id.get(node.parent)
+                cascades += len(services) >= self.settings.cascade_services
+        if not votes:
+            return (
+                Operation(key.service, key.operation, key.scope),
+                False,
+                False,
+                False,
+                examples[:EXAMPLES],
+            )
+        (root, is_dep), _ = votes.most_common(1)[0]
+        total = sum(votes.values())
+        # cascading, and on the edge, when most of the examples say so
+        return root, is_dep, cascades * 2 > total, edges * 2 > total, examples[:EXAMPLES]
+
+    def _stopped_root(
+        self, traces: Traces, key: Key, finding: Finding, stopped: dict[Key, Key]
+    ) -> Cause:
+        """The root of a key's spans stopping short: from its example spans down through the
+        calls they made into spans that stopped short too (of keys that did this window, and
+        without the call those no longer make), to the deepest; a cascade when that passes
+        through cascade_services services, as failing servers do."""
+        votes: Counter[Key] = Counter()
+        cascades = 0
+        for trace_id, span_id in finding.examples:
+            trace = read(traces, trace_id)
+            node = trace.by_id.get(span_id) if trace is not None else None
+            if trace is None or node is None:
+                continue
+            children = trace.children
+            services = {node.key.service}
+            for _ in range(self.settings.max_incident_services):
+                below = children.get(node.span_id, [])
+                # handlers under it, directly or through the client span that called them
+                handlers = [c for c in below if c.key.kind in HANDLER_KINDS] + [
+                    g
+                    for c in below
+                    if c.key.kind not in HANDLER_KINDS
+                    for g in children.get(c.span_id, ())
+                    if g.key.kind in HANDLER_KINDS
+                ]
+                short = [
+                    h
+                    for h in handlers
+                    if (missing := stopped.get(h.key)) is not None
+                    and not h.error
+                    and all(c.key != missing for c in children.get(h.span_id, ()))
+                ]
+                if not short:
+                    break
+                node = min(short, key=lambda h: h.span_id)
+                services.add(node.key.service)
+            votes[node.key] += 1
+            cascades += len(services) >= self.settings.cascade_services
+        total = sum(votes.values())
+        top = max(votes, key=lambda k: (votes[k], k)) if votes else key
+        root = Operation(top.service, top.operation, top.scope)
+        return root, False, cascades * 2 > total > 0, False, list(finding.examples)
+
+    def _slow_child(self, span: TraceSpan, children: list[TraceSpan]) -> TraceSpan | None:
+        """The child whose own extra time explains most of this span's extra time."""
+        stats = self.stats.get(span.key)
+        ready = self.settings.min_latency_samples
+        excess = span.duration - (
+            stats.quantiles()[0] if stats and stats.fast.count() >= ready else 0
+        )
+        best, best_excess = None, EXPLAINS * excess
+        for child in children:
+            child_stats = self.stats.get(child.key)
+            if child_stats is None or child_stats.fast.count() < ready:
+                continue
+            child_excess = child.duration - child_stats.quantiles()[0]
+            if child_excess > best_excess:
+                best, best_excess = child, child_excess
+        return best
+
+
+def _failing_child(span: TraceSpan, children: list[TraceSpan]) -> TraceSpan | None:
+    failing = [c for c in children if c.error]
+    return max(failing, key=lambda c: c.duration) if failing else None
+
+
+def critical_path(traces: Traces, trace_ids: list[bytes]) -> tuple[PathStep, ...]:
+    """From the entry span of the first kept trace down, following the failing child, else
+    the longest one."""
+    for trace_id in trace_ids:
+        trace = read(traces, trace_id)
+        if trace is None:
+            continue
+        children = trace.children
+        roots = [sp for sp in trace.spans if sp.parent not in trace.by_id]
+        node = max(roots, key=lambda sp: sp.duration) if roots else None
+        steps: list[PathStep] = []
+        while node is not None and len(steps) < PATH_STEPS:
+            steps.append(
+                PathStep(
+                    node.key.service,
+                    node.key.operation,
+                    SpanKind(node.key.kind).name.lower(),
+                    round(node.duration / 1e6, 3),
+                    "error" if node.error else "",
+                )
+            )
+            below = children.get(node.span_id, [])
+            failing = [c for c in below if c.error]
+            node = max(failing or below, key=lambda c: c.duration) if below else None
+        return tuple(steps)
+    return ()

@@ -1,0 +1,225 @@
+"""The call graph and missing calls: which keys call which, and the usual calls a key's spans
+stopped making (a handler that stops short: an exception swallowed, or returned without a
+status code)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+from spanwatch.model import SpanKind
+
+from ._keys import Key
+from ._settings import Settings
+from ._stats import EXAMPLES, CallShares, Family, Finding, KeyStats, WindowAcc, chernoff_upper
+from ._traces import DURATION, ERROR, KEY, PARENT, SPAN_ID, WIDTH, WINDOW, Traces, index
+
+HANDLER_KINDS = frozenset((int(SpanKind.SERVER), int(SpanKind.CONSUMER)))
+_SERVER = int(SpanKind.SERVER)
+# handler spans of a window: (their spans that did not fail, how many of those called a child
+# of each key), by key
+Calls = dict[Key, tuple[int, Counter[Key]]]
+
+
+def ancestors(parents: dict[Key, set[Key]], keys: set[Key], limit: int = 256) -> set[Key]:
+    """Every key that calls one of ``keys``, directly or not (bounded: a walk per finding)."""
+    seen: set[Key] = set()
+    todo = list(keys)
+    while todo and len(seen) < limit:
+        for parent in parents.get(todo.pop(), ()):
+            if parent not in seen:
+                seen.add(parent)
+                todo.append(parent)
+    return seen
+
+
+class Structure:
+    """Learns the call graph (``parents``: each key's callers) and each key's usual calls
+    (``call_shares``), and finds the keys whose spans no longer make one."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        stats: dict[Key, KeyStats],
+        parents: dict[Key, set[Key]],
+        call_shares: dict[Key, CallShares],
+    ) -> None:
+        self.settings = settings
+        self.stats = stats
+        self.parents = parents
+        self.call_shares = call_shares
+
+    def learn_edges(self, traces: list[list[Any]], window: int, structure: bool) -> Calls:
+        """Learn the call graph from the window's spans; with ``structure``, also count what
+        the window's handler spans (server, consumer) called: for each key, (its spans that
+        did not fail, how many of them have a child of each key).
+
+        Only handler spans shorter than a window less the lateness are counted: their
+        children all ended since the previous window, while the buffer (``structure``) held
+        every trace of it, so a missing child is one that was never sent."""
+        s = self.settings
+        counts: Calls = {}
+        longest = s.window_ns - int(s.lateness_s * 1e9)
+        full = s.max_spans_per_trace * WIDTH  # a trace cut short: not judged
+        max_parents = s.max_parent_keys
+        for flat in traces:
+            if len(flat) == WIDTH:  # one span: no parent within the trace, and no calls
+                if structure:
+                    _, _, key, error, duration, _, at = flat
+                    if (
+                        at == window
+                        and not error
+                        and duration <= longest
+                        and key.kind in HANDLER_KINDS
+                    ):
+                        entry = counts.get(key)
+                        counts[key] = (entry[0] + 1, entry[1]) if entry else (1, Counter())
+                continue
+            span_ids = flat[SPAN_ID::WIDTH]
+            keys = flat[KEY::WIDTH]
+            key_of = dict(zip(span_ids, keys, strict=True))
+            windows = flat[WINDOW::WIDTH]
+            parents_of = zip(flat[PARENT::WIDTH], keys, windows, strict=True)
+            for parent, key, at in parents_of:
+                if at == window and parent:
+                    parent_key = key_of.get(parent)
+                    if parent_key is not None and parent_key != key:
+                        parents = self.parents[key]
+                        if len(parents) < max_parents:
+                            parents.add(parent_key)
+            if not structure or len(flat) >= full:
+                continue
+            handlers = [
+                j
+                for j, (key, at) in enumerate(zip(keys, windows, strict=True))
+                if at == window and key.kind in HANDLER_KINDS
+            ]
+            if not handlers:
+                continue
+            errors = flat[ERROR::WIDTH]
+            durations = flat[DURATION::WIDTH]
+            mine: dict[bytes, set[Key]] = {span_ids[j]: set() for j in handlers}
+            for parent, key in zip(flat[PARENT::WIDTH], keys, strict=True):
+                below = mine.get(parent)
+                if below is not None:
+                    below.add(key)
+            for j in handlers:
+                if errors[j] or durations[j] > longest:
+                    continue
+                key = keys[j]
+                entry = counts.get(key)
+                if entry is None:
+                    entry = counts[key] = (0, Counter())
+                counts[key] = (entry[0] + 1, entry[1])
+                entry[1].update(mine[span_ids[j]])
+        return counts
+
+    def findings(
+        self,
+        calls: Calls,
+        accs: dict[Key, WindowAcc],
+        traces: Traces,
+        trace_ids: Iterable[bytes],
+        window: int,
+    ) -> tuple[dict[Key, list[Finding]], dict[Key, Key]]:
+        """Keys whose spans no longer make a usual call (they stop short): an error finding
+        each, for the call missed most; and that call of each."""
+        s = self.settings
+        out: dict[Key, list[Finding]] = {}
+        stopped: dict[Key, Key] = {}
+        for key, (n, children) in calls.items():
+            shares = self.call_shares.get(key)
+            stats = self.stats.get(key)
+            if shares is None or stats is None or stats.windows < s.warmup_windows:
+                continue
+            acc = accs.get(key)
+            if acc is not None and acc.errors > s.structure_failed_share * acc.count:
+                continue  # mostly failed: the error finding tells it
+            floor = max(s.min_error_rate, 1 / (shares.spans + 1))
+            worst: tuple[int, float, Key] | None = None
+            for child, learned in shares.calls.items():
+                share = learned / shares.spans
+                if share < s.structure_usual:
+                    continue
+                m = n - children.get(child, 0)
+                q = max(floor, 1 - share)
+                if (
+                    m >= s.min_errors
+                    and m / n >= max(s.min_error_share, s.error_factor * q)
+                    and chernoff_upper(m, n, q) < s.p_value
+                    and (worst is None or (m, -q, child) > (worst[0], -worst[1], worst[2]))
+                ):
+                    worst = (m, q, child)
+            if worst is None:
+                continue
+            m, q, child = worst
+            stopped[key] = child
+            label, examples = missing_calls(traces, key, child, trace_ids, window)
+            out[key] = [
+                Finding(
+                    Family.ERRORS,
+                    "missing_call_rate",
+                    m / n,
+                    q,
+                    "ratio",
+                    (m / n) / q,
+                    m,
+                    signature=label,
+                    examples=examples,
+                )
+            ]
+        return out, stopped
+
+    def learn_calls(self, calls: Calls, findings: dict[Key, list[Finding]]) -> None:
+        """Fold the window's calls into each key's usual ones, but for keys with findings."""
+        s = self.settings
+        decay = 1 - s.slow_alpha  # as the error rate
+        for key, (n, children) in calls.items():
+            if key not in findings:
+                shares = self.call_shares.get(key)
+                if shares is None:
+                    shares = self.call_shares[key] = CallShares()
+                shares.learn(n, children, decay, s.max_child_keys)
+
+    def forget(self, key: Key) -> None:
+        self.parents.pop(key, None)
+        self.call_shares.pop(key, None)
+
+
+def missing_calls(
+    traces: Traces, key: Key, child: Key, trace_ids: Iterable[bytes], window: int
+) -> tuple[str, tuple[tuple[bytes, bytes], ...]]:
+    """What a call of key ``child`` calls (the server span under it, else the system it
+    names, else itself), and (trace id, span id) of up to EXAMPLES of the window's spans of
+    ``key`` that did not make it: the smallest span ids, whatever order traces came in."""
+    labels: set[str] = set()
+    examples: list[tuple[bytes, bytes]] = []
+    for trace_id in trace_ids:
+        flat = traces.get(trace_id)
+        if not flat:
+            continue
+        keys = flat[KEY::WIDTH]
+        if key not in keys and child not in keys:
+            continue
+        trace = index(flat)
+        assert trace is not None  # flat is not empty
+        children = trace.children
+        for sp in trace.spans:
+            if sp.key == child:
+                callee = next((c for c in children[sp.span_id] if c.key.kind == _SERVER), None)
+                if callee is not None:
+                    labels.add(f"{callee.key.service} {callee.key.operation}")
+                elif sp.dependency[0]:
+                    name, operation = sp.dependency
+                    labels.add(operation if name in operation else f"{name} {operation}")
+            elif (
+                sp.key == key
+                and sp.window == window
+                and not sp.error
+                and all(c.key != child for c in children.get(sp.span_id, ()))
+            ):
+                examples.append((sp.span_id, trace_id))
+    examples.sort()
+    label = min(labels) if labels else f"{child.service} {child.operation}"
+    return label, tuple((t, sp) for sp, t in examples[:EXAMPLES])

@@ -1,0 +1,95 @@
+"""The recent-trace buffer: the last minute or so of traces, kept for root cause and structure.
+
+A trace is one flat list, WIDTH values a span in TraceSpan's order (a tuple for each span would
+be one more object to make, and for the cycle collector to visit, per span). ``read`` gives
+one trace's spans with the two views every walk over it needs: span by id, children by parent.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, defaultdict
+from functools import partial
+from typing import Any, NamedTuple
+
+from . import _filing as filing
+from ._keys import Key
+
+Traces = OrderedDict[bytes, list[Any]]  # trace id -> its spans, flat, oldest trace first
+
+
+class TraceSpan(NamedTuple):
+    span_id: bytes
+    parent: bytes
+    key: Key
+    error: bool
+    duration: int
+    dependency: tuple[str, str]  # (name, operation) for calls to uninstrumented systems
+    window: int
+
+
+# NamedTuple's own constructor is Python code; this one is not, and takes a plain tuple.
+make_span = partial(tuple.__new__, TraceSpan)
+WIDTH = len(TraceSpan._fields)
+SPAN_ID, PARENT, KEY, WINDOW = 0, 1, 2, WIDTH - 1
+ERROR, DURATION = 3, 4
+assert TraceSpan._fields.index("window") == WINDOW
+assert TraceSpan._fields.index("duration") == DURATION
+
+
+def spans(flat: list[Any] | None) -> list[TraceSpan]:
+    """A stored trace's spans."""
+    return list(map(make_span, zip(*[iter(flat or ())] * WIDTH, strict=True)))
+
+
+class Trace(NamedTuple):
+    spans: list[TraceSpan]
+    by_id: dict[bytes, TraceSpan]
+    children: defaultdict[bytes, list[TraceSpan]]  # by parent span id, in span order
+
+
+def read(traces: Traces, trace_id: bytes) -> Trace | None:
+    """One kept trace, indexed; None when it is not kept (or empty)."""
+    return index(traces.get(trace_id))
+
+
+def index(flat: list[Any] | None) -> Trace | None:
+    """A stored trace's spans, by id and by parent; None when it has none."""
+    found = spans(flat)
+    if not found:
+        return None
+    children: defaultdict[bytes, list[TraceSpan]] = defaultdict(list)
+    for sp in found:
+        children[sp.parent].append(sp)
+    return Trace(found, {sp.span_id: sp for sp in found}, children)
+
+
+def keep(
+    traces: Traces,
+    window_traces: dict[int, dict[bytes, None]],
+    trace_ids: list[bytes],
+    columns: tuple[list[Any], ...],
+    max_traces: int,
+    max_spans: int,
+) -> None:
+    """Add spans (columns of their TraceSpan fields) to the recent traces: max_traces of them,
+    the oldest going first, each with its first max_spans spans."""
+    filing.keep_traces(traces, trace_ids, columns, max_traces, max_spans * WIDTH)
+    for window, touched in window_traces.items():
+        # bounded like the traces themselves, with room for those evicted since the cut
+        if len(touched) > WINDOW_TRACES_SLACK * max_traces:
+            window_traces[window] = {t: None for t in touched if t in traces}
+
+
+# a window's list of the traces it touched is cut back to the kept ones past this many times
+# max_traces: cutting it at every batch would cost a pass over it each time
+WINDOW_TRACES_SLACK = 2
+
+
+def expire(traces: Traces, window: int, trace_windows: int) -> None:
+    """Drop the traces whose latest span is trace_windows windows older than ``window``."""
+    horizon = window - trace_windows
+    while traces:
+        flat = next(iter(traces.values()))
+        if flat and flat[-1] > horizon:  # the window of its latest span
+            break
+        traces.popitem(last=False)
