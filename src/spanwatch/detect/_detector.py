@@ -376,8 +376,21 @@ class Detector:
         for key, finding in self._retries.findings(window_traces, accs):
             findings.setdefault(key, []).append(finding)
         structure.learn_calls(calls, findings)
+        # a key at a span or two a window shows its errors in some windows only: while its
+        # run of errors that gave a finding lasts, it still fails now, for the drops below it
+        failing = {
+            key: o.incident.root_cause
+            for o in self._incidents.open.values()
+            for key in o.keys
+            if (stats := self._stats.get(key)) is not None and stats.error_run[3]
+        }
         groups = group_findings(
-            findings, accs, stopped, self._parents, partial(self._root_cause.find, traces)
+            findings,
+            accs,
+            stopped,
+            self._parents,
+            partial(self._root_cause.find, traces),
+            failing,
         )
         total = sum(a.count for a in accs.values())
         events = self._incidents.update(groups, window, total, accs, traces)

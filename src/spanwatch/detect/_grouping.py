@@ -76,14 +76,16 @@ def group_findings(
     stopped: dict[Key, Key],
     parents: dict[Key, set[Key]],
     find_cause: FindCause,
+    failing: dict[Key, Operation] | None = None,
 ) -> dict[Operation, Group]:
     """The window's findings by root cause (``find_cause``); a dependency's by the system
-    alone, whatever operations of it were slow."""
+    alone, whatever operations of it were slow. ``failing``: keys that fail now without a
+    finding this window (an open incident's, with its root)."""
     groups: dict[Operation, Group] = {}
     dropping = {k for k, fs in findings.items() if any(f.family is Family.TRAFFIC for f in fs)}
     # where each failing key's errors were traced to: a drop below a caller that fails
     # now is that failure's (a handler that fails stops short: its later calls vanish)
-    failing_root: dict[Key, Operation] = {}
+    failing_root: dict[Key, Operation] = dict(failing or {})
     # errors first, so that the drops they explain find their roots
     ordered = sorted(
         ((key, finding) for key, found in findings.items() for finding in found),

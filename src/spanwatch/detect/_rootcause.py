@@ -10,6 +10,8 @@ instead, to the highest caller that drops too.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
+from functools import partial
 
 from spanwatch.model import Operation, PathStep, SpanKind
 
@@ -78,7 +80,16 @@ class RootCause:
             return self._stopped_root(traces, key, finding, stopped)
         if acc is None:
             return Operation(key.service, key.operation, key.scope), False, False, False, []
-        if finding.family is Family.LATENCY:
+        if finding.family is Family.LATENCY and finding.drift:
+            # A creep moves the typical span, not the tail: typical examples, each span against
+            # the slow baseline the drift was judged on. (The slowest are those whose calls
+            # ran long, and the fast baseline has taken in part of the creep, so the parent's
+            # own time would look normal beside a child's tail.)
+            examples = acc.example_ids(limit=ERROR_EXAMPLES)
+            step: Callable[[TraceSpan, list[TraceSpan]], TraceSpan | None] = partial(
+                self._slow_child, drift=True
+            )
+        elif finding.family is Family.LATENCY:
             examples = [(t, sp) for _, t, sp in acc.slowest]
             step = self._slow_child
         else:
@@ -182,22 +193,35 @@ class RootCause:
         root = Operation(top.service, top.operation, top.scope)
         return root, False, cascades * 2 > total > 0, False, list(finding.examples)
 
-    def _slow_child(self, span: TraceSpan, children: list[TraceSpan]) -> TraceSpan | None:
-        """The child whose own extra time explains most of this span's extra time."""
-        stats = self.stats.get(span.key)
-        ready = self.settings.min_latency_samples
-        excess = span.duration - (
-            stats.quantiles()[0] if stats and stats.fast.count() >= ready else 0
-        )
+    def _slow_child(
+        self, span: TraceSpan, children: list[TraceSpan], drift: bool = False
+    ) -> TraceSpan | None:
+        """The child whose own extra time explains most of this span's extra time, each
+        measured from its key's median (of the slow baseline for a drift)."""
+        median = self._slow_median if drift else self._fast_median
+        own = median(span.key)
+        excess = span.duration - (own if own is not None else 0)
         best, best_excess = None, EXPLAINS * excess
         for child in children:
-            child_stats = self.stats.get(child.key)
-            if child_stats is None or child_stats.fast.count() < ready:
+            base = median(child.key)
+            if base is None:
                 continue
-            child_excess = child.duration - child_stats.quantiles()[0]
+            child_excess = child.duration - base
             if child_excess > best_excess:
                 best, best_excess = child, child_excess
         return best
+
+    def _fast_median(self, key: Key) -> float | None:
+        stats = self.stats.get(key)
+        if stats is None or stats.fast.count() < self.settings.min_latency_samples:
+            return None
+        return stats.quantiles()[0]
+
+    def _slow_median(self, key: Key) -> float | None:
+        stats = self.stats.get(key)
+        if stats is None or stats.slow.count() < self.settings.min_drift_samples:
+            return None
+        return stats.slow.quantile(0.5)
 
 
 def _failing_child(span: TraceSpan, children: list[TraceSpan]) -> TraceSpan | None:

@@ -83,15 +83,31 @@ class Settings:
     min_error_share: float = 0.05
     error_factor: float = 4.0
     min_slow: int = 3  # slow spans needed for a latency finding
-    min_latency_samples: int = 100  # baseline samples before latency is judged
-    # Evidence accumulates over up to this many consecutive suspicious windows (each above the
-    # error share, or with a fifth of its spans slow), so a key at one or two spans a window
-    # can still alert, within a minute or two, at the same significance.
+    # baseline samples before spikes are judged: from few, the share of healthy spans that
+    # passes the baseline's p99 is taken as 1/(samples + 1), not slow_expected (it is about
+    # their largest), so a key at one span a window is judged after 5 minutes, not 17
+    min_latency_samples: int = 30
+    # the slow baseline's samples before drift is judged: a creep is measured against its
+    # median, which a few dozen spans of one epoch place too roughly
+    min_drift_samples: int = 100
+    # Evidence accumulates over a run of up to this many windows that begins at a suspicious
+    # one (above the error share, or with a fifth of its spans slow) and lasts while the
+    # run's own rate stays so, so a key at one or two spans a window can still alert, within
+    # a minute or two, at the same significance; past it the run slides.
     run_windows: int = 12
+    # a window that is not suspicious itself carries a run on when its count is this likely at
+    # the run's own rate (no error in one span of a run at 40%), and ends it when not (no
+    # error in twenty)
+    run_consistent: float = 0.05
     # spans per window expected before drops are judged: a run of quiet windows accumulates,
-    # so one expected span a window is enough (about 14 silent windows at p_value, more for a
-    # bursty key, whose counts are judged in units of its dispersion)
-    min_expected_count: float = 1.0
+    # so a span every other window is enough (about 28 silent windows at p_value, fewer at a
+    # span or more a window, more for a bursty key, whose counts are judged in units of its
+    # dispersion)
+    min_expected_count: float = 0.5
+    # a run of quiet windows is not learned into the expected count for this long (6 minutes):
+    # the sparsest key judged needs 28 windows to show a drop at p_value, a bursty one (ten
+    # calls at a time) about 15, and a lasting change of level is learned after it
+    drop_windows: int = 36
     drop_ratio: float = 0.3  # observed/expected at or below which traffic has dropped
     rate_alpha: float = 0.1  # EWMA weight of a window in rate baselines
     fast_epoch_windows: int = 60  # latency baseline epoch (two epochs are kept)
@@ -106,10 +122,13 @@ class Settings:
     slow_expected: float = 0.02  # the share slow that the baseline allows (above its p99)
     # --- drift: over drift_windows windows, drift_share of spans above the slow baseline's
     # p75 (where 25% belong; tested against drift_expected for margin), and the last
-    # drift_recent medians all above drift_factor x the slow median, by min_latency_delta_ms
+    # drift_recent medians all above drift_factor x the slow median, by min_latency_delta_ms.
+    # Half the spans above the old p75 is the median past it: a wide distribution (a fifth of
+    # the calls going on to a slow external API) keeps more than that below it however far
+    # the typical span has crept
     drift_windows: int = 18
     drift_recent: int = 6
-    drift_share: float = 0.6
+    drift_share: float = 0.5
     drift_expected: float = 0.3
     drift_factor: float = 1.25
     # --- traffic: a window below low_window_ratio x the expected count starts or extends a

@@ -51,8 +51,21 @@ _RUN_WINDOWS = 2
 _QUIET_RUN = 1.5
 _NO_STREAK = (0.0, 0.0)
 _NO_RUN: tuple[float, float, int] = (0.0, 0.0, 0)
+# an error run: (errors, spans, windows, whether it gave a finding)
+_NO_ERROR_RUN: tuple[float, float, int, bool] = (0.0, 0.0, 0, False)
 # a window's sampled span: span id, duration (ns, unsigned), trace id
 _RECORD = struct.Struct(">8sQ16s")
+
+
+def _consistent(k: float, n: float, rate: float, settings: Settings) -> bool:
+    """Whether a window's k of n could come from a run at ``rate``: P(X <= k) is at least
+    run_consistent (a key at one span a window shows no error in most windows of a fault in
+    40% of its spans; a busy key's clean window ends the run)."""
+    if k >= rate * n:
+        return True
+    if rate >= 1.0:
+        return False
+    return chernoff_upper(n - k, n, 1 - rate) >= settings.run_consistent
 
 
 def chernoff_upper(k: float, n: float, p: float) -> float:
@@ -185,11 +198,12 @@ class WindowAcc:
             SLOWEST, ((d, trace, span) for span, d, trace in _RECORD.iter_unpack(self.sample))
         )
 
-    def example_ids(self, errors: bool = False) -> list[tuple[bytes, bytes]]:
-        """(trace id, span id) pairs, in span id order: 20 of the errors, or 5 of all spans."""
+    def example_ids(self, errors: bool = False, limit: int = EXAMPLES) -> list[tuple[bytes, bytes]]:
+        """(trace id, span id) pairs, in span id order: 20 of the errors, or ``limit`` of all
+        spans (spans picked by their ids, not by how they went)."""
         if errors:
             return [(trace, span) for span, trace in sorted(self.error_examples or ())]
-        return [(trace, span) for span, _, trace in self._sample()[:EXAMPLES]]
+        return [(trace, span) for span, _, trace in self._sample()[:limit]]
 
 
 def _keep_smallest(items: list[tuple[bytes, bytes]], item: tuple[bytes, bytes], limit: int) -> None:
@@ -389,9 +403,12 @@ class KeyStats:
         # spans per window vary more than a Poisson count when calls come in bursts: this
         # EWMA of the squared deviation gives the key's own dispersion (variance / mean)
         self.count_var = 0.0
-        # evidence accumulated over consecutive suspicious windows that none alone could show
-        # (a key at one or two spans a window): (errors, spans, windows), (slow, spans, windows)
-        self.error_run: tuple[float, float, int] = _NO_RUN
+        # evidence accumulated over a run of windows that none alone could show (a key at one
+        # or two spans a window): it starts at a suspicious window and lasts while the run's
+        # own rate stays suspicious, so a window without an error (a fault in 40% of one or
+        # two spans a window) does not end it. (errors, spans, windows, found), (slow, spans,
+        # windows)
+        self.error_run: tuple[float, float, int, bool] = _NO_ERROR_RUN
         self.slow_run: tuple[float, float, int] = _NO_RUN
         self.err_k = 0.0
         self.err_n = 0.0
@@ -434,15 +451,21 @@ class KeyStats:
             return findings
         # --- traffic: a run of windows far below the expected count
         expected = self.count_ewma
-        if expected >= settings.min_expected_count:
-            if n < settings.low_window_ratio * expected:
-                obs, exp = self.low_streak
+        # a quiet run that began at a key busy enough goes on being judged: its first window
+        # is learned (a lone one is how bursty the key is), and must not take it below
+        if expected >= settings.min_expected_count or self.low_streak[1]:
+            obs, exp = self.low_streak
+            low = n < settings.low_window_ratio * expected
+            # A window that is not low carries the run on while the run as a whole stays low:
+            # at a span or two a window, the one span a 90% drop lets through must not end it
+            if low or (exp and (obs + n) <= settings.low_window_ratio * (exp + expected)):
                 obs, exp = obs + n, exp + expected
                 self.low_streak = (obs, exp)
                 # quasi-Poisson: counts in units of the key's own dispersion (bursts of calls)
                 phi = self.dispersion(settings)
                 if (
-                    obs <= settings.drop_ratio * exp
+                    low
+                    and obs <= settings.drop_ratio * exp
                     and poisson_lower(obs / phi, exp / phi) < settings.p_value
                 ):
                     findings.append(
@@ -464,26 +487,30 @@ class KeyStats:
         p0 = max(settings.min_error_rate, self.error_rate())
         k = acc.errors
         error_high = max(settings.min_error_share, settings.error_factor * p0)
-        if (
-            k >= settings.min_errors
-            and k / n >= error_high
-            and chernoff_upper(k, n, p0) < settings.p_value
-        ):
+        rk, rn, rw, found = self.error_run
+        suspicious = k and k / n >= error_high
+        if suspicious and k >= settings.min_errors and chernoff_upper(k, n, p0) < settings.p_value:
             findings.append(
                 Finding(
                     Family.ERRORS, "error_rate", k / n, self.error_rate(), "ratio", (k / n) / p0, k
                 )
             )
-            self.error_run = _NO_RUN
-        elif k and k / n >= error_high:  # suspicious: add it to the run
-            rk, rn, rw = self.error_run
+            self.error_run = _NO_ERROR_RUN
+        elif suspicious or (rw and _consistent(k, n, rk / rn, settings)):
             rk, rn, rw = _extend_run(rk, rn, rw, k, n, settings.run_windows)
-            self.error_run = (rk, rn, rw)
-            if (
-                rw >= _RUN_WINDOWS
+            if rk / rn < error_high:
+                # noise after all: the run's windows (this one aside: learn() takes it) teach
+                # the baseline now, as they would have one by one
+                self._end_error_run(rk - k, rn - n, found)
+            elif (
+                suspicious
+                and rw >= _RUN_WINDOWS
                 and rk >= settings.min_errors
                 and chernoff_upper(rk, rn, p0) < settings.p_value
             ):
+                # (only a window that shows errors itself renews the finding: the run's
+                # evidence must not outlive the fault)
+                self.error_run = (rk, rn, rw, True)
                 findings.append(
                     Finding(
                         Family.ERRORS,
@@ -495,30 +522,41 @@ class KeyStats:
                         round(rk),
                     )
                 )
-        else:
-            self.error_run = _NO_RUN
+            else:
+                self.error_run = (rk, rn, rw, found)
+        elif rw:
+            self._end_error_run(rk, rn, found)
         # --- latency
-        if self.fast.count() >= settings.min_latency_samples:
+        samples = self.fast.count()
+        if samples >= settings.min_latency_samples:
             p50 = self.quantiles()[0]
             durations = acc.durations
             m = len(durations)
             slow_above = self.slow_above(settings)
             above = sum(1 for d in durations if d > slow_above)
             mid = median(durations)
+            # From few samples the baseline's p99 is about their largest, which a healthy span
+            # passes with chance 1/(samples + 1) (it is as likely as any to be the largest)
+            expected_slow = max(settings.slow_expected, 1 / (samples + 1))
             ra, rm, rw = self.slow_run
-            if above and above / m >= settings.slow_share:  # suspicious: add it to the run
+            suspicious = above and above / m >= settings.slow_share
+            if suspicious or (rw and _consistent(above, m, ra / rm, settings)):
                 ra, rm, rw = _extend_run(ra, rm, rw, above, m, settings.run_windows)
+                if ra / rm < settings.slow_share:
+                    ra, rm, rw = _NO_RUN
             else:
                 ra, rm, rw = _NO_RUN
             self.slow_run = (ra, rm, rw)
-            if (
-                above >= settings.min_slow
-                and above / m >= settings.slow_share
-                and chernoff_upper(above, m, settings.slow_expected) < settings.p_value
-            ) or (
-                rw >= _RUN_WINDOWS
-                and ra >= settings.min_slow
-                and chernoff_upper(ra, rm, settings.slow_expected) < settings.p_value
+            if suspicious and (
+                (
+                    above >= settings.min_slow
+                    and chernoff_upper(above, m, expected_slow) < settings.p_value
+                )
+                or (
+                    rw >= _RUN_WINDOWS
+                    and ra >= settings.min_slow
+                    and chernoff_upper(ra, rm, expected_slow) < settings.p_value
+                )
             ):
                 findings.append(
                     Finding(
@@ -531,7 +569,7 @@ class KeyStats:
                         round(above * n / m),
                     )
                 )
-            elif self.slow.count() >= settings.min_latency_samples:
+            elif self.slow.count() >= settings.min_drift_samples:
                 slow_p75 = self.slow.quantile(0.75)
                 slow_p50 = self.slow.quantile(0.5)
                 ring = self.drift_ring
@@ -565,6 +603,14 @@ class KeyStats:
                     )
         return findings
 
+    def _end_error_run(self, k: float, n: float, found: bool) -> None:
+        """A run ends: unless it gave a finding, its windows (k errors of n spans, the judged
+        window not among them) are learned now."""
+        if not found:
+            self.err_k += max(0.0, k)
+            self.err_n += max(0.0, n)
+        self.error_run = _NO_ERROR_RUN
+
     def learn(self, acc: WindowAcc | None, anomalous: bool, settings: Settings) -> None:
         """Fold a window into the baseline, unless it was anomalous."""
         n = acc.count if acc else 0
@@ -574,7 +620,7 @@ class KeyStats:
             return
         a = settings.rate_alpha
         streak = self.low_streak[1] / self.count_ewma if self.count_ewma else 0.0
-        if _QUIET_RUN <= streak <= settings.run_windows:
+        if _QUIET_RUN <= streak <= settings.drop_windows:
             # the second and later of a run of quiet windows not yet judged: a drop must not
             # teach its own level. (A lone quiet window is learned: it is how bursty the key is.)
             pass
@@ -587,9 +633,11 @@ class KeyStats:
             # trust): about 80 windows, as the error rate
             slow = settings.slow_alpha
             self.count_var = (1 - slow) * (self.count_var + slow * deviation * deviation)
-        # The second and later windows of a run of suspicious ones are not learned either:
-        # a fault that shows a span at a time must not raise the baseline it is judged on.
-        if self.error_run[2] < _RUN_WINDOWS:
+        # The windows of a run of suspicious ones are not learned either while it lasts (a
+        # fault that shows a span at a time must not raise the baseline it is judged on);
+        # judge() teaches them once the run turns out to be noise. Nor are the second and
+        # later of a slow run's.
+        if not self.error_run[2]:
             keep = 1 - settings.slow_alpha
             self.err_k = keep * self.err_k + (acc.errors if acc else 0)
             self.err_n = keep * self.err_n + n
