@@ -30,7 +30,7 @@ from ._new_errors import NewErrors, Retries
 from ._probes import probe_rows
 from ._rootcause import RootCause
 from ._settings import Settings
-from ._stats import CallShares, Finding, KeyStats, WindowAcc
+from ._stats import QUIET_RUN, CallShares, Finding, KeyStats, WindowAcc
 from ._structure import Structure
 from ._traces import WINDOW, Traces, expire, keep
 
@@ -361,6 +361,9 @@ class Detector:
         missing, stopped = structure.findings(calls, accs, traces, touched, window)
         findings: dict[Key, list[Finding]] = {}
         learning = self._windows_closed <= s.learn_windows
+        # keys in a run of quiet windows at a drop's level, significant yet or not: a caller
+        # that is as quiet explains its callees' drops (a bursty one takes longer to show it)
+        quiet: set[Key] = set()
         for key in set(self._stats) | set(accs):
             stats = self._stats.get(key)
             if stats is None:
@@ -372,6 +375,10 @@ class Detector:
                 found += self._new_errors.findings(key, acc, window, learning)
             if found:
                 findings[key] = found
+            observed, expected = stats.low_streak
+            # (more than a lone quiet window, which at a span or two a window is common)
+            if expected > QUIET_RUN * stats.count_ewma and observed <= s.drop_ratio * expected:
+                quiet.add(key)
             stats.learn(acc, bool(found), s)
         for key, finding in self._retries.findings(window_traces, accs):
             findings.setdefault(key, []).append(finding)
@@ -391,6 +398,7 @@ class Detector:
             self._parents,
             partial(self._root_cause.find, traces),
             failing,
+            quiet,
         )
         total = sum(a.count for a in accs.values())
         events = self._incidents.update(groups, window, total, accs, traces)

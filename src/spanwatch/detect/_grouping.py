@@ -77,12 +77,15 @@ def group_findings(
     parents: dict[Key, set[Key]],
     find_cause: FindCause,
     failing: dict[Key, Operation] | None = None,
+    quiet: set[Key] | None = None,
 ) -> dict[Operation, Group]:
     """The window's findings by root cause (``find_cause``); a dependency's by the system
     alone, whatever operations of it were slow. ``failing``: keys that fail now without a
-    finding this window (an open incident's, with its root)."""
+    finding this window (an open incident's, with its root); ``quiet``: keys whose traffic is
+    as low as a drop's, shown yet or not (a drop is walked up through them)."""
     groups: dict[Operation, Group] = {}
     dropping = {k for k, fs in findings.items() if any(f.family is Family.TRAFFIC for f in fs)}
+    dropping |= quiet or set()
     # where each failing key's errors were traced to: a drop below a caller that fails
     # now is that failure's (a handler that fails stops short: its later calls vanish)
     failing_root: dict[Key, Operation] = dict(failing or {})

@@ -48,7 +48,7 @@ EPOCH_SPANS = 50
 # judged by itself)
 _RUN_WINDOWS = 2
 # a quiet run's expected spans past one and a half windows' worth: its second window or later
-_QUIET_RUN = 1.5
+QUIET_RUN = 1.5
 _NO_STREAK = (0.0, 0.0)
 _NO_RUN: tuple[float, float, int] = (0.0, 0.0, 0)
 # an error run: (errors, spans, windows, whether it gave a finding)
@@ -620,7 +620,7 @@ class KeyStats:
             return
         a = settings.rate_alpha
         streak = self.low_streak[1] / self.count_ewma if self.count_ewma else 0.0
-        if _QUIET_RUN <= streak <= settings.drop_windows:
+        if QUIET_RUN <= streak <= settings.drop_windows:
             # the second and later of a run of quiet windows not yet judged: a drop must not
             # teach its own level. (A lone quiet window is learned: it is how bursty the key is.)
             pass
