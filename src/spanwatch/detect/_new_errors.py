@@ -10,8 +10,18 @@ from typing import Any
 from ._calls import CLIENT_KINDS
 from ._keys import Key
 from ._settings import Settings
-from ._stats import Family, Finding, KeyStats, WindowAcc, chernoff_upper
+from ._stats import (
+    Family,
+    Finding,
+    KeyStats,
+    WindowAcc,
+    chernoff_upper,
+    consistent,
+    extend_run,
+)
 from ._traces import KEY, PARENT, WIDTH
+
+_NO_RUN: tuple[float, float, int, bool] = (0.0, 0.0, 0, False)
 
 
 class NewErrors:
@@ -97,7 +107,12 @@ class Retries:
     def __init__(self, settings: Settings, stats: dict[Key, KeyStats]) -> None:
         self.settings = settings
         self.stats = stats
-        self.ewma: dict[Key, float] = {}  # key -> share of its traces that retried it
+        # key -> (traces that retried it, traces that called it), decayed a window at a time:
+        # the usual share, weighed by traces (one retried trace at a quiet key is not 10%)
+        self.ewma: dict[Key, tuple[float, float]] = {}
+        # key -> (traces retrying it, traces calling it, windows, whether it gave a finding)
+        # over a run of windows that began at one with retries
+        self.runs: dict[Key, tuple[float, float, int, bool]] = {}
 
     def findings(
         self, traces: list[list[Any]], accs: dict[Key, WindowAcc]
@@ -135,35 +150,69 @@ class Retries:
                     retried[key] += 1
                     worst[key] = max(worst.get(key, 0), n)
         out = []
-        keep = 1 - s.retry_alpha
+        runs = self.runs
         for key, traces_with_key in per_key.items():
-            share = retried[key] / traces_with_key
-            baseline = self.ewma.get(key, 0.0)
+            hits = retried[key]
+            share = hits / traces_with_key
             stats = self.stats.get(key)
             warm = stats is not None and stats.windows >= s.warmup_windows
-            if (
-                warm
-                and retried[key] >= s.retry_min_traces
-                and share >= s.retry_share
-                and baseline < s.retry_usual
+            # At a trace or two a window, retries accumulate over a run of windows, as errors
+            # do; the run's windows are learned only once it ends without a storm
+            run_hits, run_traces, windows, found = runs.get(key, _NO_RUN)
+            suspicious = hits > 0 and share >= s.retry_share
+            if warm and (
+                suspicious
+                or (windows and consistent(hits, traces_with_key, run_hits / run_traces, s))
             ):
-                out.append(
-                    (
-                        key,
-                        Finding(
-                            Family.RETRY,
-                            "calls_per_trace",
-                            float(worst[key]),
-                            1.0,
-                            "calls",
-                            float(worst[key]),
-                            retried[key],
-                        ),
-                    )
+                run_hits, run_traces, windows = extend_run(
+                    run_hits, run_traces, windows, hits, traces_with_key, s.run_windows
                 )
-            else:
-                self.ewma[key] = keep * baseline + s.retry_alpha * share
+                if run_hits / run_traces >= s.retry_share:
+                    storm = (
+                        suspicious
+                        and run_hits >= s.retry_min_traces
+                        and self.usual(key) < s.retry_usual
+                    )
+                    runs[key] = (run_hits, run_traces, windows, found or storm)
+                    if storm:
+                        out.append(
+                            (
+                                key,
+                                Finding(
+                                    Family.RETRY,
+                                    "calls_per_trace",
+                                    float(worst[key]),
+                                    1.0,
+                                    "calls",
+                                    float(worst[key]),
+                                    round(run_hits),
+                                ),
+                            )
+                        )
+                    continue
+                # noise after all: the run's earlier windows are learned now, this one below
+                self._end(key, run_hits - hits, run_traces - traces_with_key, found)
+            elif windows:
+                self._end(key, run_hits, run_traces, found)
+            self._learn(key, hits, traces_with_key)
         return out
+
+    def _end(self, key: Key, hits: float, traces: float, found: bool) -> None:
+        """A run ends: unless it was a storm, its share (the judged window aside) is learned."""
+        del self.runs[key]
+        if not found and traces > 0:
+            self._learn(key, hits, traces)
+
+    def _learn(self, key: Key, hits: float, traces: float) -> None:
+        keep = 1 - self.settings.retry_alpha
+        k, n = self.ewma.get(key, (0.0, 0.0))
+        self.ewma[key] = (keep * k + hits, keep * n + traces)
+
+    def usual(self, key: Key) -> float:
+        """The share of a key's traces that retry it, as learned."""
+        k, n = self.ewma.get(key, (0.0, 0.0))
+        return k / n if n else 0.0
 
     def forget(self, key: Key) -> None:
         self.ewma.pop(key, None)
+        self.runs.pop(key, None)

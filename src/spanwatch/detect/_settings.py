@@ -139,9 +139,10 @@ class Settings:
     retry_min_traces: int = 3
     retry_share: float = 0.2
     retry_usual: float = 0.05
-    # EWMA weight of a window in a key's usual share of retried traces (learned only from
-    # windows without a storm, as rates are)
-    retry_alpha: float = 0.1
+    # decay a window of a key's usual share of retried traces, counted in traces (learned only
+    # from windows without a storm): as slow as the error rate (about 80 windows), so that at a
+    # trace or two a window one retried trace is not a tenth of the baseline
+    retry_alpha: float = 0.025
     # --- structure: a usual call that a key's spans no longer make (a handler that stops
     # short: an exception swallowed, or returned without a status code). Per key, the share of
     # its non-failed spans that call each child key is learned as the error rate is (slowly,

@@ -57,7 +57,7 @@ _NO_ERROR_RUN: tuple[float, float, int, bool] = (0.0, 0.0, 0, False)
 _RECORD = struct.Struct(">8sQ16s")
 
 
-def _consistent(k: float, n: float, rate: float, settings: Settings) -> bool:
+def consistent(k: float, n: float, rate: float, settings: Settings) -> bool:
     """Whether a window's k of n could come from a run at ``rate``: P(X <= k) is at least
     run_consistent (a key at one span a window shows no error in most windows of a fault in
     40% of its spans; a busy key's clean window ends the run)."""
@@ -215,7 +215,7 @@ def _keep_smallest(items: list[tuple[bytes, bytes]], item: tuple[bytes, bytes], 
         items[items.index(largest)] = item
 
 
-def _extend_run(
+def extend_run(
     hits: float, spans: float, windows: int, k: int, n: int, most: int
 ) -> tuple[float, float, int]:
     """A run of suspicious windows with one more: (hits, spans, windows). Past ``most``
@@ -496,8 +496,8 @@ class KeyStats:
                 )
             )
             self.error_run = _NO_ERROR_RUN
-        elif suspicious or (rw and _consistent(k, n, rk / rn, settings)):
-            rk, rn, rw = _extend_run(rk, rn, rw, k, n, settings.run_windows)
+        elif suspicious or (rw and consistent(k, n, rk / rn, settings)):
+            rk, rn, rw = extend_run(rk, rn, rw, k, n, settings.run_windows)
             if rk / rn < error_high:
                 # noise after all: the run's windows (this one aside: learn() takes it) teach
                 # the baseline now, as they would have one by one
@@ -540,8 +540,8 @@ class KeyStats:
             expected_slow = max(settings.slow_expected, 1 / (samples + 1))
             ra, rm, rw = self.slow_run
             suspicious = above and above / m >= settings.slow_share
-            if suspicious or (rw and _consistent(above, m, ra / rm, settings)):
-                ra, rm, rw = _extend_run(ra, rm, rw, above, m, settings.run_windows)
+            if suspicious or (rw and consistent(above, m, ra / rm, settings)):
+                ra, rm, rw = extend_run(ra, rm, rw, above, m, settings.run_windows)
                 if ra / rm < settings.slow_share:
                     ra, rm, rw = _NO_RUN
             else:
