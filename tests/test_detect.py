@@ -155,6 +155,31 @@ def test_state_stays_bounded_under_a_million_distinct_names() -> None:
     assert detector.dropped_keys >= 1_000_000 - 2000
 
 
+def test_a_batch_of_more_keys_than_max_keys_with_client_calls_is_filed() -> None:
+    """One batch holding more keys than max_keys, bare-named client calls among them: the
+    evicted keys' spans go, and the client calls of the rest are still described."""
+    detector = Detector(Settings(max_keys=50))
+    start = 1_800_000_000 * NS
+    size = 400
+    starts = [start + n * 1_000_000 for n in range(size)]
+    batch = SpanBatch.filled(
+        size,
+        trace_id=[(n // 2 + 1).to_bytes(16, "big") for n in range(size)],
+        span_id=[(n + 1).to_bytes(8, "big") for n in range(size)],
+        parent_span_id=[b"" if n % 2 == 0 else n.to_bytes(8, "big") for n in range(size)],
+        service=[f"svc-{n // 2}" for n in range(size)],
+        name=[f"op-{n}" if n % 2 == 0 else "GET" for n in range(size)],
+        kind=[SpanKind.SERVER if n % 2 == 0 else SpanKind.CLIENT for n in range(size)],
+        server_address=["" if n % 2 == 0 else f"host-{n}.internal" for n in range(size)],
+        http_method=["" if n % 2 == 0 else "GET" for n in range(size)],
+        start_ns=starts,
+        end_ns=[t + 500_000 for t in starts],
+    )
+    detector.process(batch)
+    assert detector.tracked_keys <= 50
+    assert detector.dropped_keys >= size - 50
+
+
 def test_templates_fold_ids_numbers_and_emails() -> None:
     """High-cardinality parts of span names become placeholders."""
     assert template("GET /api/cart/01e4a745-dc28-4b3c-a123-0123456789ab") == "GET /api/cart/{id}"

@@ -250,6 +250,7 @@ class Detector:
             services, names, routes, kinds, scopes = (
                 take(c, kept) for c in (services, names, routes, kinds, scopes)
             )
+            calls = self._describer.client_calls(b, rows, kinds)  # by index into the rows
         keys = list(map(key_of.__getitem__, idents()))
         durations = list(map(int.__sub__, ends, take(b.start_ns, rows)))
         trace_ids = take(b.trace_id, rows)
