@@ -7,6 +7,7 @@ fault's start and two minutes after its end and names the fault's root cause or 
 - recall: runs with a matching incident
 - delay: from the fault's start to the first matching incident's detection (event time)
 - precision: matching incidents / all incidents opened in fault runs
+- incidents per fault: matching incidents / faults found (one fault split into several shows here)
 - root cause / pattern: of the first matching incident (a dependency is named by itself)
 - false alarms: incidents in healthy runs (a whole compressed day of load, a no-op deploy)
 - spans lost: spans the detector never judged (late beyond its bounds, or still held), as a
@@ -344,6 +345,8 @@ class Report:
                     "precision": sc.matched / sc.incidents if sc.incidents else 1.0,
                     "root_cause_accuracy": sc.root_ok / sc.detected if sc.detected else 0.0,
                     "pattern_accuracy": sc.pattern_ok / sc.detected if sc.detected else 0.0,
+                    # one fault split into many incidents shows here
+                    "incidents_per_fault": sc.matched / sc.detected if sc.detected else 0.0,
                 }
             )
         return out
@@ -360,6 +363,7 @@ class Report:
             "median_delay_s": statistics.median(delays) if delays else float("nan"),
             "root_cause_accuracy": sum(s.root_ok for s in scores) / detected if detected else 0,
             "pattern_accuracy": sum(s.pattern_ok for s in scores) / detected if detected else 0,
+            "incidents_per_fault": sum(s.matched for s in scores) / detected if detected else 0,
             "false_alarms_per_healthy_hour": (
                 self.false_alarms / self.healthy_hours if self.healthy_hours else 0.0
             ),
@@ -370,20 +374,21 @@ class Report:
         lines = [
             f"topology: {self.topology}, condition: {self.condition}",
             f"{'pattern':18s} {'runs':>4s} {'recall':>6s} {'delay s':>7s} {'precision':>9s} "
-            f"{'root ok':>7s} {'pattern ok':>10s}",
+            f"{'root ok':>7s} {'pattern ok':>10s} {'inc/fault':>9s}",
         ]
         for row in self.rows():
             delay = row["median_delay_s"]
             lines.append(
                 f"{row['pattern']:18s} {row['runs']:>4} {row['recall']:>6.2f} "
                 f"{'-' if delay is None else f'{delay:.0f}':>7s} {row['precision']:>9.2f} "
-                f"{row['root_cause_accuracy']:>7.2f} {row['pattern_accuracy']:>10.2f}"
+                f"{row['root_cause_accuracy']:>7.2f} {row['pattern_accuracy']:>10.2f} "
+                f"{row['incidents_per_fault']:>9.2f}"
             )
         t = self.totals()
         lines.append(
             f"{'all':18s} {sum(s.runs for s in self.patterns.values()):>4} {t['recall']:>6.2f} "
             f"{t['median_delay_s']:>7.0f} {t['precision']:>9.2f} {t['root_cause_accuracy']:>7.2f} "
-            f"{t['pattern_accuracy']:>10.2f}"
+            f"{t['pattern_accuracy']:>10.2f} {t['incidents_per_fault']:>9.2f}"
         )
         lines.append(
             f"healthy: {self.healthy_hours:.1f} simulated hours, {self.false_alarms} "

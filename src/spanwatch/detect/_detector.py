@@ -365,7 +365,11 @@ class Detector:
         # keys in a run of quiet windows at a drop's level, significant yet or not: a caller
         # that is as quiet explains its callees' drops (a bursty one takes longer to show it)
         quiet: set[Key] = set()
-        for key in set(self._stats) | set(accs):
+        # every key with a baseline or spans, in the order they came (not a set's: the order
+        # of findings decides ties, and must not depend on the hash seed)
+        judged = list(self._stats)
+        judged += [key for key in accs if key not in self._stats]
+        for key in judged:
             stats = self._stats.get(key)
             if stats is None:
                 stats = self._stats[key] = KeyStats(s.fast_epoch_windows, s.slow_epoch_windows)
