@@ -17,7 +17,7 @@ from functools import partial
 from itertools import compress, repeat
 from operator import eq
 
-from spanwatch.model import Event, Incident, SpanBatch, SpanKind, StatusCode
+from spanwatch.model import Event, Incident, Pattern, SpanBatch, SpanKind, StatusCode
 
 from . import _filing as filing
 from ._calls import CallDescriber
@@ -396,6 +396,15 @@ class Detector:
             for key in o.keys
             if (stats := self._stats.get(key)) is not None and stats.error_run[3]
         }
+        # likewise a caller whose traffic drop is open and still quiet explains the drops
+        # below it that show later (at a few spans a window, or sampled, each takes its time)
+        quiet_roots = {
+            key: o.incident.root_cause
+            for o in self._incidents.open.values()
+            if o.incident.pattern is Pattern.TRAFFIC_DROP
+            for key in o.keys
+            if (stats := self._stats.get(key)) is not None and stats.low_streak[1]
+        }
         groups = group_findings(
             findings,
             accs,
@@ -404,6 +413,7 @@ class Detector:
             partial(self._root_cause.find, traces),
             failing,
             quiet,
+            quiet_roots,
         )
         total = sum(a.count for a in accs.values())
         events = self._incidents.update(groups, window, total, accs, traces)

@@ -78,11 +78,13 @@ def group_findings(
     find_cause: FindCause,
     failing: dict[Key, Operation] | None = None,
     quiet: set[Key] | None = None,
+    quiet_roots: dict[Key, Operation] | None = None,
 ) -> dict[Operation, Group]:
     """The window's findings by root cause (``find_cause``); a dependency's by the system
     alone, whatever operations of it were slow. ``failing``: keys that fail now without a
     finding this window (an open incident's, with its root); ``quiet``: keys whose traffic is
-    as low as a drop's, shown yet or not (a drop is walked up through them)."""
+    as low as a drop's, shown yet or not (a drop is walked up through them); ``quiet_roots``:
+    keys of open traffic drops still quiet, with their roots (a drop below one is theirs)."""
     groups: dict[Operation, Group] = {}
     dropping = {k for k, fs in findings.items() if any(f.family is Family.TRAFFIC for f in fs)}
     dropping |= quiet or set()
@@ -96,11 +98,11 @@ def group_findings(
     )
     for key, finding in ordered:
         acc = accs.get(key)
-        explained = (
-            _failing_caller(parents, key, failing_root)
-            if finding.family is Family.TRAFFIC and failing_root
-            else None
-        )
+        explained = None
+        if finding.family is Family.TRAFFIC:
+            explained = _failing_caller(parents, key, failing_root) if failing_root else None
+            if explained is None and quiet_roots:
+                explained = _failing_caller(parents, key, quiet_roots)
         examples: list[tuple[bytes, bytes]] = []
         if explained is not None:
             root, is_dep, cascading, edge = explained, False, False, False
