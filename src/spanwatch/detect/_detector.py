@@ -17,7 +17,7 @@ from functools import partial
 from itertools import compress, repeat
 from operator import eq
 
-from spanwatch.model import Event, Incident, Pattern, SpanBatch, SpanKind, StatusCode
+from spanwatch.model import Event, Incident, Operation, Pattern, SpanBatch, SpanKind, StatusCode
 
 from . import _filing as filing
 from ._calls import CallDescriber
@@ -30,7 +30,7 @@ from ._new_errors import NewErrors, Retries
 from ._probes import probe_rows
 from ._rootcause import RootCause
 from ._settings import Settings
-from ._stats import QUIET_RUN, CallShares, Finding, KeyStats, WindowAcc
+from ._stats import CallShares, Finding, KeyStats, WindowAcc
 from ._structure import Structure
 from ._traces import WINDOW, Traces, expire, keep
 
@@ -380,31 +380,27 @@ class Detector:
                 found += self._new_errors.findings(key, acc, window, learning)
             if found:
                 findings[key] = found
-            observed, expected = stats.low_streak
-            # (more than a lone quiet window, which at a span or two a window is common)
-            if expected > QUIET_RUN * stats.count_ewma and observed <= s.drop_ratio * expected:
+            if stats.quiet(s):
                 quiet.add(key)
             stats.learn(acc, bool(found), s)
         for key, finding in self._retries.findings(window_traces, accs):
             findings.setdefault(key, []).append(finding)
         structure.learn_calls(calls, findings)
-        # a key at a span or two a window shows its errors in some windows only: while its
-        # run of errors that gave a finding lasts, it still fails now, for the drops below it
-        failing = {
-            key: o.incident.root_cause
-            for o in self._incidents.open.values()
-            for key in o.keys
-            if (stats := self._stats.get(key)) is not None and stats.error_run[3]
-        }
-        # likewise a caller whose traffic drop is open and still quiet explains the drops
-        # below it that show later (at a few spans a window, or sampled, each takes its time)
-        quiet_roots = {
-            key: o.incident.root_cause
-            for o in self._incidents.open.values()
-            if o.incident.pattern is Pattern.TRAFFIC_DROP
-            for key in o.keys
-            if (stats := self._stats.get(key)) is not None and stats.low_streak[1]
-        }
+        # A key at a span or two a window shows its errors in some windows only: while its
+        # run of errors that gave a finding lasts, it still fails now, for the drops below it.
+        # Likewise a caller whose traffic drop is open and still quiet explains the drops
+        # below it that show later (at a few spans a window, or sampled, each takes its time).
+        failing: dict[Key, Operation] = {}
+        quiet_roots: dict[Key, Operation] = {}
+        for o in self._incidents.open.values():
+            dropped = o.incident.pattern is Pattern.TRAFFIC_DROP
+            for key in o.keys:
+                if (stats := self._stats.get(key)) is None:
+                    continue
+                if stats.error_run[3]:
+                    failing[key] = o.incident.root_cause
+                if dropped and stats.low_streak[1]:
+                    quiet_roots[key] = o.incident.root_cause
         groups = group_findings(
             findings,
             accs,

@@ -193,10 +193,10 @@ class Incidents:
                 digest = hashlib.sha1(
                     f"{pattern}|{root.service}|{root.operation}|{root.scope}|{start_ns}".encode()
                 ).hexdigest()[:16]
-                streak = self.stats[key].low_streak[1] if finding.family is Family.TRAFFIC else 0
+                quiet = self.stats[key].quiet_windows() if finding.family is Family.TRAFFIC else 0
                 started = start_ns
-                if streak and self.stats[key].count_ewma:
-                    started = end_ns - int(streak / self.stats[key].count_ewma) * self.w
+                if quiet:
+                    started = end_ns - int(quiet) * self.w
                 incident = Incident(
                     id=f"inc-{digest}",
                     severity=severity,

@@ -603,6 +603,16 @@ class KeyStats:
                     )
         return findings
 
+    def quiet_windows(self) -> float:
+        """How many windows' worth of expected spans the run of quiet windows holds."""
+        return self.low_streak[1] / self.count_ewma if self.count_ewma else 0.0
+
+    def quiet(self, settings: Settings) -> bool:
+        """In a run of quiet windows at a drop's level, significant yet or not (more than a
+        lone quiet window, which at a span or two a window is common)."""
+        observed, expected = self.low_streak
+        return expected > QUIET_RUN * self.count_ewma and observed <= settings.drop_ratio * expected
+
     def _end_error_run(self, k: float, n: float, found: bool) -> None:
         """A run ends: unless it gave a finding, its windows (k errors of n spans, the judged
         window not among them) are learned now."""
@@ -619,8 +629,7 @@ class KeyStats:
         if anomalous:
             return
         a = settings.rate_alpha
-        streak = self.low_streak[1] / self.count_ewma if self.count_ewma else 0.0
-        if QUIET_RUN <= streak <= settings.drop_windows:
+        if QUIET_RUN <= self.quiet_windows() <= settings.drop_windows:
             # the second and later of a run of quiet windows not yet judged: a drop must not
             # teach its own level. (A lone quiet window is learned: it is how bursty the key is.)
             pass
