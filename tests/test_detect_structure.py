@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import functools
 import random
-from collections.abc import Iterable
+import hashlib
+from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from typing import Any
 
 from spanwatch.cli._eval import _without_status
 from spanwatch.detect import Detector, Settings
-from spanwatch.model import Pattern, SpanBatch
+from spanwatch.model import Pattern, Span, SpanBatch, SpanKind
 from spanwatch.sim import NS, Fault, Simulator
 
 WARMUP = 600.0
@@ -93,3 +95,58 @@ def _ns(stamp: str) -> int:
     from spanwatch.cli._eval import _parse_ns
 
     return _parse_ns(stamp)
+
+
+def _with_error_pages(
+    batches: Iterable[SpanBatch], service: str, share: float, from_ns: int
+) -> Iterator[SpanBatch]:
+    """``share`` of ``service``'s server spans that start from ``from_ns`` on forward to an
+    error controller (a child span of a name never seen below them), as a framework that
+    turns an exception into an error page does; chosen by span id."""
+    for batch in batches:
+        rows = batch.rows()
+        extra: list[Span] = []
+        for span in rows:
+            if (
+                span.service == service
+                and span.kind == SpanKind.SERVER
+                and span.start_ns >= from_ns
+                and hashlib.sha1(span.span_id).digest()[0] < share * 256
+            ):
+                extra.append(
+                    replace(
+                        span,
+                        span_id=hashlib.sha1(b"page" + span.span_id).digest()[:8],
+                        parent_span_id=span.span_id,
+                        name="BasicErrorController.error",
+                        kind=int(SpanKind.INTERNAL),
+                        start_ns=span.end_ns - (span.end_ns - span.start_ns) // 4,
+                        http_route="",
+                        http_method="",
+                        http_status_code=0,
+                    )
+                )
+        yield SpanBatch.from_spans(rows + extra)
+
+
+def test_a_new_span_name_below_an_operation_is_a_new_error_at_it() -> None:
+    """No status codes anywhere; from the fault on, 3% of one operation's spans forward to an
+    error controller never seen below it: a new_error at that operation within a few
+    minutes, one incident, told by the new call. The same calls from the start are its
+    ordinary shape and raise nothing."""
+    sim = Simulator(seed=12)
+    start = sim.start_ns + int(WARMUP * NS)
+    events = _events(
+        Detector(), _with_error_pages(_stripped(sim, WARMUP + 300), "cart", 0.03, start)
+    )
+    opened = [e for e in events if e["type"] == "incident.opened"]
+    assert len(opened) == 1, opened
+    (incident,) = opened
+    assert incident["pattern"] == "new_error"
+    assert incident["root_cause"] == {"service": "cart", "operation": "GET /api/cart/{id}"}
+    assert incident["evidence"]["metric"] == "new_call_count"
+    assert "now call BasicErrorController.error" in incident["summary"]
+    assert incident["trace_ids"]
+    assert start < _ns(incident["detected_at"]) <= start + 180 * NS
+    always = _with_error_pages(_stripped(Simulator(seed=12), WARMUP + 300), "cart", 0.03, 0)
+    assert _events(Detector(), always) == []

@@ -67,3 +67,20 @@ def test_eval_runs_the_fleet_conditions(condition: str) -> None:
     report = evaluate([0], ["error_burst"], healthy_seconds=60, rate=2, condition=condition)
     assert report.condition == condition and report.patterns["error_burst"].runs == 1
     assert report.sent_spans > 0
+
+
+def test_cpu_starvation_is_one_spike_at_the_service() -> None:
+    """Every operation of catalog slower at once: one latency spike, rooted at catalog."""
+    report = evaluate([0], ["cpu_starvation"], healthy_seconds=0)
+    score = report.patterns["cpu_starvation"]
+    assert (score.runs, score.detected, score.root_ok, score.pattern_ok) == (1, 1, 1, 1)
+    assert score.matched == score.incidents == 1
+
+
+def test_a_step_hidden_by_a_wide_tail_is_a_spike_not_a_drift() -> None:
+    """The chain's pricing, a fifth of whose calls go on to a slow external API, slowed 6x in
+    its own time at once: the spike test cannot see it under that tail, the drift test does,
+    and the step makes it a latency spike."""
+    report = evaluate([0], ["latency_spike"], healthy_seconds=0, topology="chain")
+    score = report.patterns["latency_spike"]
+    assert (score.detected, score.root_ok, score.pattern_ok) == (1, 1, 1)

@@ -8,7 +8,7 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from spanwatch.model import Pattern, Span, SpanKind, StatusCode
+from spanwatch.model import Operation, Pattern, Span, SpanKind, StatusCode
 from spanwatch.sim import Fault, Noise, Simulator
 
 
@@ -151,3 +151,21 @@ def test_slow_dependency_label_names_the_dependency() -> None:
     )
     assert sim.labels[0].root_cause.service == "orders-db"
     assert sim.labels[0].root_cause.operation in {"SELECT", "INSERT"}
+
+
+def test_cpu_starvation_slows_every_operation_of_the_service_in_its_own_time() -> None:
+    """Both of catalog's operations slower, their database calls as they were; the label names
+    the service alone."""
+    fault = Fault(Pattern.LATENCY_SPIKE, "catalog", "", 60, 60, 6, where="cpu")
+    sim = Simulator(seed=5, rate=20, faults=(fault,))
+    batches = list(sim.batches(120))
+    for operation in ("GET /api/products", "GET /api/products/{id}"):
+        before = _measure([s for b in batches[:60] for s in b.rows()], "catalog", operation)
+        during = _measure([s for b in batches[60:] for s in b.rows()], "catalog", operation)
+        assert during["p50_ms"] > 2 * before["p50_ms"], (operation, before, during)
+    calls = [
+        [s.duration_ns for b in part for s in b.rows() if s.name.startswith("SELECT orders-db")]
+        for part in (batches[:60], batches[60:])
+    ]
+    assert statistics.median(calls[1]) < 1.5 * statistics.median(calls[0])
+    assert sim.labels[0].root_cause == Operation("catalog", "")

@@ -124,10 +124,18 @@ TARGETS_NETWORK = [
     ("payments", "POST /v1/charges", 120.0),
 ]
 
+# CPU starvation of a whole service (a throttled container, a noisy neighbour): every one of
+# its operations' own time this many times; the service is the root cause, by any operation.
+TARGETS_CPU = [("catalog", "", 6.0), ("frontend", "", 8.0)]
+
 # The other topologies (sim.TOPOLOGIES), each with targets of its own: none of them is what
 # the detector was developed against. A pattern without targets is not run on it.
 TOPOLOGY_TARGETS: dict[str, dict[str, list[tuple[str, str, float]]]] = {
-    "shop": {**{p.value: t for p, t in TARGETS.items()}, "network_delay": TARGETS_NETWORK},
+    "shop": {
+        **{p.value: t for p, t in TARGETS.items()},
+        "network_delay": TARGETS_NETWORK,
+        "cpu_starvation": TARGETS_CPU,
+    },
     "chain": {
         "error_burst": [
             ("tax", "/Tax/Compute", 0.4),
@@ -148,6 +156,7 @@ TOPOLOGY_TARGETS: dict[str, dict[str, list[tuple[str, str, float]]]] = {
         # to 5x its own time is 1.6x the span
         "latency_drift": [("orders", "/Orders/Price", 5.0)],
         "network_delay": [("ledger", "POST /entries", 60.0), ("tax", "/Tax/Compute", 80.0)],
+        "cpu_starvation": [("edge", "", 8.0), ("pricing", "", 6.0)],
     },
     "fanout": {
         "error_burst": [("ingest", "/Ingest/Accept", 0.4), ("geo", "GET /lookup", 0.5)],
@@ -161,9 +170,15 @@ TOPOLOGY_TARGETS: dict[str, dict[str, list[tuple[str, str, float]]]] = {
         "retry_storm": [("geo", "GET /lookup", 5.0)],
         "latency_drift": [("indexer", "events-topic process", 3.0)],
         "network_delay": [("geo", "GET /lookup", 40.0), ("ingest", "/Ingest/Accept", 50.0)],
+        "cpu_starvation": [("collector-api", "", 8.0), ("enricher", "", 6.0)],
     },
 }
-FAULT_KINDS = [*(p.value for p in Pattern), "network_delay"]
+FAULT_KINDS = [*(p.value for p in Pattern), "network_delay", "cpu_starvation"]
+# fault kinds that are a pattern somewhere else: (the pattern, Fault.where)
+KIND_PATTERNS = {
+    "network_delay": (Pattern.LATENCY_SPIKE, "network"),
+    "cpu_starvation": (Pattern.LATENCY_SPIKE, "cpu"),
+}
 DURATIONS = {Pattern.LATENCY_DRIFT: 600.0}
 
 
@@ -442,6 +457,8 @@ def _root_ok(opened: Opened, label: Label) -> bool:
         name = opened.root[0]  # its host, or host:port when its spans give the port
         return label.root_cause.service in (name, name.rpartition(":")[0])
     service, operation = opened.root
+    if not label.root_cause.operation:  # the whole service: any operation of it
+        return service == label.root_cause.service
     return service == label.root_cause.service and _same_operation(
         operation, label.root_cause.operation
     )
@@ -479,8 +496,7 @@ def evaluate(
         if kind not in targets:
             continue
         score = scores[kind] = PatternScore()
-        pattern = Pattern.LATENCY_SPIKE if kind == "network_delay" else Pattern(kind)
-        where = "network" if kind == "network_delay" else ""
+        pattern, where = KIND_PATTERNS[kind] if kind in KIND_PATTERNS else (Pattern(kind), "")
         for seed in seeds:
             service, operation, magnitude = targets[kind][seed % len(targets[kind])]
             duration = DURATIONS.get(pattern, FAULT_S)

@@ -31,7 +31,7 @@ from ._probes import probe_rows
 from ._rootcause import RootCause
 from ._settings import Settings
 from ._stats import CallShares, Finding, KeyStats, WindowAcc
-from ._structure import Structure
+from ._structure import Structure, calling
 from ._traces import WINDOW, Traces, expire, keep
 
 # Plain ints for the per-span loop (enum comparisons cost more than the rest of its work).
@@ -378,6 +378,11 @@ class Detector:
             found += missing.get(key, ())
             if acc is not None and acc.signatures:
                 found += self._new_errors.findings(key, acc, window, learning)
+            if (made := calls.get(key)) is not None and made[1]:
+                early = learning or stats.windows < s.warmup_windows
+                for finding, child in self._new_errors.new_calls(key, *made, window, early):
+                    finding.examples = calling(traces, key, child, touched, window)
+                    found.append(finding)
             if found:
                 findings[key] = found
             if stats.quiet(s):

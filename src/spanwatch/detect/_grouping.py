@@ -12,7 +12,7 @@ from spanwatch.model import Operation, Pattern, Severity
 from ._keys import Key
 from ._settings import Settings
 from ._stats import EXAMPLES, Family, Finding, WindowAcc
-from ._structure import ancestors
+from ._structure import CALLS, ancestors
 
 # Lower is more specific: an open incident takes a more specific pattern when evidence for it
 # arrives (e.g. errors first, then the retries behind them).
@@ -154,7 +154,7 @@ def pattern_of(group: Group) -> Pattern:
     if Family.LATENCY in families:
         if group.is_dependency:
             return Pattern.SLOW_DEPENDENCY
-        if all(f.drift for _, f in group.findings if f.family is Family.LATENCY):
+        if all(f.drift and not f.step for _, f in group.findings if f.family is Family.LATENCY):
             return Pattern.LATENCY_DRIFT
         return Pattern.LATENCY_SPIKE
     return Pattern.TRAFFIC_DROP
@@ -234,6 +234,12 @@ def summary_of(pattern: Pattern, root: Operation, finding: Finding, edge: bool =
         return (
             f"traffic drop at {where}: {finding.observed:.0f} spans per window "
             f"(expected {finding.baseline:.0f})"
+        )
+    if finding.metric == "new_call_count":
+        called = finding.signature.removeprefix(CALLS)
+        return (
+            f"{pattern.value.replace('_', ' ')} at {where}: its spans now call {called}, "
+            f"never seen below it before ({finding.affected} times)"
         )
     if finding.family is Family.NEW_ERROR:
         return f"new error at {where}: {finding.signature} ({finding.affected} times)"

@@ -5,6 +5,7 @@ seen for its service (new_error), and the same call made again and again in one 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from dataclasses import replace
 from typing import Any
 
 from ._calls import CLIENT_KINDS
@@ -19,6 +20,7 @@ from ._stats import (
     consistent,
     extend_run,
 )
+from ._structure import CALLS
 from ._traces import KEY, PARENT, WIDTH
 
 _NO_RUN: tuple[float, float, int, bool] = (0.0, 0.0, 0, False)
@@ -40,13 +42,56 @@ class NewErrors:
     def findings(self, key: Key, acc: WindowAcc, window: int, learning: bool) -> list[Finding]:
         """The key's new error signatures this window; while ``learning`` every signature is
         learned as known."""
+        stats = self.stats.get(key)
+        rate = max(self.settings.min_error_rate, stats.error_rate() if stats is not None else 0.0)
+        return self._judge(key, acc.signatures or {}, acc.count, window, learning, rate, True)
+
+    def new_calls(
+        self, key: Key, spans: int, children: Counter[Key], window: int, learning: bool
+    ) -> list[tuple[Finding, Key]]:
+        """Calls of ``key``'s spans (of ``spans`` that did not fail, ``children[c]`` called a
+        child of key ``c``) to keys it never called before: a new span name below it, as an
+        error controller, a fallback or a new code path shows in a trace whose spans carry no
+        status. Judged as a new signature is, on the key; while ``learning`` (or the key's own
+        warm-up) each is learned as known. Each finding with the child key it is of."""
+        known = self.known[key.service, key.scope]
+        named: dict[str, int] = {}
+        child_of: dict[str, Key] = {}
+        for child, count in children.items():
+            own = child.service == key.service
+            signature = CALLS + (child.operation if own else f"{child.service} {child.operation}")
+            if signature not in known:
+                named[signature] = named.get(signature, 0) + count
+                child_of[signature] = child
+        if not named:
+            return []
+        found = self._judge(
+            key, named, spans, window, learning, self.settings.min_error_rate, False
+        )
+        return [(replace(f, metric="new_call_count"), child_of[f.signature]) for f in found]
+
+    def _judge(
+        self,
+        key: Key,
+        signatures: dict[str, int],
+        spans_now: int,
+        window: int,
+        learning: bool,
+        rate: float,
+        generic: bool,
+    ) -> list[Finding]:
+        """Findings for the signatures of a key's window not known for its service (and, with
+        ``generic``, not known for many others): each new one alone in a window far above
+        ``rate``, or accumulated since it first appeared far above the rate it may have had
+        unseen."""
         s = self.settings
         known = self.known[key.service, key.scope]
         stats = self.stats.get(key)
-        baseline_rate = stats.error_rate() if stats is not None else 0.0
         out = []
-        for signature, count in (acc.signatures or {}).items():
-            if signature in known or self.common_elsewhere(signature, (key.service, key.scope)):
+        for signature, count in signatures.items():
+            if signature in known or (
+                generic and self.common_elsewhere(signature, (key.service, key.scope))
+            ):
                 continue
             if learning:
                 known.add(signature)
@@ -63,14 +108,12 @@ class NewErrors:
             first, total, prior = entry
             total += count
             self.new[ident] = (first, total, prior)
-            spans = max(acc.count, round((window - first + 1) * (stats.count_ewma if stats else 0)))
+            spans = max(spans_now, round((window - first + 1) * (stats.count_ewma if stats else 0)))
             if window - first >= s.new_error_windows:
                 known.add(signature)  # it has been around long enough to be ordinary
                 del self.new[ident]
             elif (
-                count >= s.min_new_errors
-                and chernoff_upper(count, acc.count, max(s.min_error_rate, baseline_rate))
-                < s.p_value
+                count >= s.min_new_errors and chernoff_upper(count, spans_now, rate) < s.p_value
             ) or (
                 # evidence accumulated since it first appeared: a few percent of one
                 # operation's requests, or fewer, shows within minutes

@@ -78,6 +78,9 @@ class RootCause:
             return Operation(top.service, top.operation, top.scope), False, False, False, []
         if finding.metric == "missing_call_rate":
             return self._stopped_root(traces, key, finding, stopped)
+        if finding.metric == "new_call_count":  # what its own spans now do
+            own = Operation(key.service, key.operation, key.scope)
+            return own, False, False, False, list(finding.examples)
         if acc is None:
             return Operation(key.service, key.operation, key.scope), False, False, False, []
         if finding.family is Family.LATENCY and finding.drift:

@@ -131,6 +131,11 @@ class Settings:
     drift_share: float = 0.5
     drift_expected: float = 0.3
     drift_factor: float = 1.25
+    # a drift whose last drift_recent medians are all over drift_step x the largest of its
+    # first drift_recent came as a step, not a creep: a spike, at a key whose wide tail keeps
+    # a step of its typical spans under the p99 the spike test reads (a creep to 3x over ten
+    # minutes moves its median about 1.2x in those windows)
+    drift_step: float = 1.5
     # --- traffic: a window below low_window_ratio x the expected count starts or extends a
     # run of quiet windows
     low_window_ratio: float = 0.5

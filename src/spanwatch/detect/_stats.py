@@ -345,7 +345,8 @@ class Finding:
     unit: str
     magnitude: float  # how far from normal, >1 (ratio) for severity
     affected: int  # spans showing it
-    drift: bool = False
+    drift: bool = False  # judged against the slow baseline, as a creep is
+    step: bool = False  # a drift that came as a step: a spike (see Settings.drift_step)
     signature: str = ""
     # (trace id, span id) of example spans, where the key's own window cannot name them
     examples: tuple[tuple[bytes, bytes], ...] = ()
@@ -578,7 +579,8 @@ class KeyStats:
                 ring.append((m, sum(1 for d in durations if d > slow_p75), mid))
                 total = sum(r[0] for r in ring)
                 high = sum(r[1] for r in ring)
-                recent = [r[2] for r in list(ring)[-settings.drift_recent :]]
+                medians = [r[2] for r in ring]
+                recent = medians[-settings.drift_recent :]
                 if (
                     len(ring) >= settings.drift_recent
                     and high / total >= settings.drift_share
@@ -599,6 +601,9 @@ class KeyStats:
                             mid / max(slow_p50, 1.0),
                             high,
                             drift=True,
+                            # a step of the typical span is a spike that the tail hid
+                            step=min(recent)
+                            > settings.drift_step * max(medians[: settings.drift_recent]),
                         )
                     )
         return findings

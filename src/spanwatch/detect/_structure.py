@@ -15,6 +15,9 @@ from ._settings import Settings
 from ._stats import EXAMPLES, CallShares, Family, Finding, KeyStats, WindowAcc, chernoff_upper
 from ._traces import DURATION, ERROR, KEY, PARENT, SPAN_ID, WIDTH, WINDOW, Traces, index
 
+# a new call's signature (beside the error signatures of its service): what a key's spans now
+# call, never called before
+CALLS = "calls "
 HANDLER_KINDS = frozenset((int(SpanKind.SERVER), int(SpanKind.CONSUMER)))
 _SERVER = int(SpanKind.SERVER)
 # handler spans of a window: (their spans that did not fail, how many of those called a child
@@ -223,3 +226,26 @@ def missing_calls(
     examples.sort()
     label = min(labels) if labels else f"{child.service} {child.operation}"
     return label, tuple((t, sp) for sp, t in examples[:EXAMPLES])
+
+
+def calling(
+    traces: Traces, key: Key, child: Key, trace_ids: Iterable[bytes], window: int
+) -> tuple[tuple[bytes, bytes], ...]:
+    """(trace id, span id) of up to EXAMPLES of the window's spans of ``key`` that call a
+    child of key ``child``: the smallest span ids, whatever order traces came in."""
+    examples: list[tuple[bytes, bytes]] = []
+    for trace_id in trace_ids:
+        flat = traces.get(trace_id)
+        if not flat or child not in flat[KEY::WIDTH]:
+            continue
+        trace = index(flat)
+        assert trace is not None  # flat is not empty
+        for sp in trace.spans:
+            if (
+                sp.key == key
+                and sp.window == window
+                and any(c.key == child for c in trace.children.get(sp.span_id, ()))
+            ):
+                examples.append((sp.span_id, trace_id))
+    examples.sort()
+    return tuple((t, sp) for sp, t in examples[:EXAMPLES])

@@ -14,7 +14,8 @@ Faults, each with a (service, operation) target, a start, a duration and a magni
 
 - ``error_burst``: the target fails often (a known error type); callers see failed calls but
   handle them.
-- ``latency_spike``: the target's own time is multiplied by ``magnitude``.
+- ``latency_spike``: the target's own time is multiplied by ``magnitude``; with ``where``
+  "network" the calls into it are slower instead, with "cpu" every operation of the service.
 - ``traffic_drop``: requests to the target entry operation fall by ``magnitude`` (0..1).
 - ``cascading_failure``: the target fails and every caller above it fails too.
 - ``slow_dependency``: the target dependency (a database, cache, queue or host, named in
@@ -58,7 +59,10 @@ class Fault:
     duration_s: float
     magnitude: float = 0.0
     # "network": a latency_spike in front of the target (its callers' client spans grow by
-    # ``magnitude`` ms each way, its own server spans do not), as network or ingress trouble
+    # ``magnitude`` ms each way, its own server spans do not), as network or ingress trouble;
+    # "cpu": a latency_spike of the whole service (every operation's own time times
+    # ``magnitude``, its calls as they were; ``operation`` is empty), as CPU starvation (a
+    # throttled container, a noisy neighbour) gives it
     where: str = ""
 
     def active(self, t: float) -> bool:
@@ -282,7 +286,9 @@ class Simulator:
         return [
             f
             for f in self.faults
-            if f.active(t) and f.service == service and f.operation == operation
+            if f.active(t)
+            and f.service == service
+            and (f.operation == operation or f.where == "cpu")
         ]
 
     def _self_time(self, median_ms: float, faults: list[Fault], t: float) -> int:
@@ -290,7 +296,7 @@ class Simulator:
         if self.rng.random() < self.noise.outlier_rate:
             ms *= 4
         for f in faults:
-            if f.pattern is Pattern.LATENCY_SPIKE and not f.where:
+            if f.pattern is Pattern.LATENCY_SPIKE and f.where != "network":
                 ms *= f.magnitude
             elif f.pattern is Pattern.LATENCY_DRIFT:
                 ms *= 1 + (f.magnitude - 1) * f.progress(t)
