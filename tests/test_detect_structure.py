@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import functools
-import random
 import hashlib
+import random
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from typing import Any
