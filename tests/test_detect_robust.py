@@ -115,3 +115,46 @@ def test_one_fault_in_two_operations_of_a_service_is_one_incident() -> None:
     roots = {i["root_cause"]["service"] for i in incidents}
     assert roots == {"catalog"}, _roots(incidents)
     assert len(incidents) == 1, _roots(incidents)
+
+
+def _drop_findings(counts: list[int]) -> list[int]:
+    """The windows (by index) in which one key with these span counts has a traffic drop."""
+    from spanwatch.detect import Settings
+    from spanwatch.detect._stats import Family, KeyStats, WindowAcc
+
+    settings = Settings()
+    stats = KeyStats(settings.fast_epoch_windows, settings.slow_epoch_windows)
+    out = []
+    for i, n in enumerate(counts):
+        acc = None
+        if n:
+            acc = WindowAcc()
+            for j in range(n):
+                acc.add(5_000_000, "", bytes([i % 256, j]) * 8, bytes([j, i % 256]) * 4)
+        found = stats.judge(acc, stats.windows >= settings.warmup_windows, settings)
+        if any(f.family is Family.TRAFFIC for f in found):
+            out.append(i)
+        stats.learn(acc, bool(found), settings)
+    return out
+
+
+def test_a_chance_busy_stretch_at_a_span_a_window_does_not_make_the_lull_after_it_a_drop() -> None:
+    """A key at one span a window has a busy minute (five a window), then eight empty windows:
+    its fast expected count still stands high, and against it the lull would be a drop. At the
+    key's own rate eight empty windows are ordinary (about e⁻⁸), and the drop is judged against
+    the lower of the fast and slow counts; thirty more empty windows are a drop."""
+    usual = [1] * 200 + [5] * 6
+    assert _drop_findings(usual + [0] * 8) == []
+    assert _drop_findings(usual + [0] * 38)
+
+
+def test_two_operations_of_a_starved_service_under_bursts_are_one_incident() -> None:
+    """CPU starvation of the fan-out's collector-api under bursty clients: its status endpoint
+    shows first, its events endpoint windows later; one incident."""
+    from spanwatch.cli._eval import evaluate
+
+    report = evaluate(
+        [0], ["cpu_starvation"], healthy_seconds=0, condition="bursty_clients", topology="fanout"
+    )
+    score = report.patterns["cpu_starvation"]
+    assert score.detected == 1 and score.matched == score.incidents == 1

@@ -153,19 +153,26 @@ class Incidents:
                 # A symptom joins an open incident only while that incident's root is anomalous
                 # now (this window or the last), and only when it is the root's own key or a
                 # caller of it; so one incident that never resolves cannot absorb later faults.
-                # Another operation of the same service failing (or slowing) the same way now
-                # is the same fault (shared code, a shared database): one incident.
+                # Another operation of the same service failing (or slowing) the same way while
+                # its incident is open (its evidence no older than quiet_windows: at a few
+                # spans a window, or in bursts, its operations show a few windows apart) is
+                # the same fault (shared code, a shared database, a starved CPU): one incident.
                 family = FAMILY_OF[pattern_of(group)]
+                recent = window - 1
+                open_still = window - self.settings.quiet_windows
                 current = next(
                     (
                         o
                         for o in self.open.values()
-                        if o.last_window >= window - 1
-                        and len(o.incident.services) < self.settings.max_incident_services
+                        if len(o.incident.services) < self.settings.max_incident_services
                         and (
-                            keys & (o.keys | ancestors(self.parents, o.keys))
+                            (
+                                o.last_window >= recent
+                                and keys & (o.keys | ancestors(self.parents, o.keys))
+                            )
                             or (
-                                (o.incident.root_cause.service, o.incident.root_cause.scope)
+                                o.last_window >= open_still
+                                and (o.incident.root_cause.service, o.incident.root_cause.scope)
                                 == (root.service, root.scope)
                                 and FAMILY_OF[o.incident.pattern] is family
                                 and not group.is_dependency

@@ -386,6 +386,7 @@ class KeyStats:
     __slots__ = (
         "_quantiles",
         "count_ewma",
+        "count_slow",
         "count_var",
         "drift_ring",
         "err_k",
@@ -401,6 +402,10 @@ class KeyStats:
     def __init__(self, fast_epoch: int, slow_epoch: int) -> None:
         self.windows = 0  # windows with traffic seen (warm-up)
         self.count_ewma = 0.0
+        # the same count learned slowly (the mean of the key's windows, then an EWMA of about
+        # 80): at a span or two a window the fast one stands well above the key's rate after
+        # a chance busy stretch, and a drop is judged against the lower of the two
+        self.count_slow = 0.0
         # spans per window vary more than a Poisson count when calls come in bursts: this
         # EWMA of the squared deviation gives the key's own dispersion (variance / mean)
         self.count_var = 0.0
@@ -451,7 +456,7 @@ class KeyStats:
         if not warm:
             return findings
         # --- traffic: a run of windows far below the expected count
-        expected = self.count_ewma
+        expected = min(self.count_ewma, self.count_slow)
         # a quiet run that began at a key busy enough goes on being judged: its first window
         # is learned (a lone one is how bursty the key is), and must not take it below
         if expected >= settings.min_expected_count or self.low_streak[1]:
@@ -639,10 +644,11 @@ class KeyStats:
             # teach its own level. (A lone quiet window is learned: it is how bursty the key is.)
             pass
         elif self.windows <= 1:
-            self.count_ewma = n
+            self.count_ewma = self.count_slow = n
         else:
             deviation = n - self.count_ewma
             self.count_ewma += a * deviation
+            self.count_slow += max(settings.slow_alpha, 1 / self.windows) * (n - self.count_slow)
             # slower than the mean (a variance from a few windows is itself too noisy to
             # trust): about 80 windows, as the error rate
             slow = settings.slow_alpha
