@@ -158,3 +158,24 @@ def test_two_operations_of_a_starved_service_under_bursts_are_one_incident() -> 
     )
     score = report.patterns["cpu_starvation"]
     assert score.detected == 1 and score.matched == score.incidents == 1
+
+
+def test_a_wrong_result_is_blamed_on_the_callee_that_answered_it() -> None:
+    """Inventory answers 40% of its calls OK, at its usual speed, with a wrong result, and
+    checkout fails on reading it: one new_error, rooted at inventory, told as its answers."""
+    fault = Fault(Pattern.NEW_ERROR, "inventory", "/Inventory/Reserve", WARMUP, 240, 0.4, "answer")
+    incidents = _incidents(Simulator(shop(), seed=8, faults=(fault,)), WARMUP + 360)
+    assert [(p, s, o) for p, s, o in _roots(incidents)] == [
+        ("new_error", "inventory", "/Inventory/Reserve")
+    ]
+    (incident,) = incidents
+    assert "the answers of inventory" in incident["summary"]
+    assert "checkout" in incident["services"]
+
+
+def test_a_handler_failing_on_its_own_after_a_call_keeps_its_own_root() -> None:
+    """Checkout fails on its own at a point drawn among its calls, with its own work left to
+    do after the last call it made: its own error burst, not its callees'."""
+    fault = Fault(Pattern.ERROR_BURST, "checkout", "/Checkout/PlaceOrder", WARMUP, 240, 0.5)
+    incidents = _incidents(Simulator(shop(), seed=3, faults=(fault,)), WARMUP + 360)
+    assert [(p, s) for p, s, _ in _roots(incidents)] == [("error_burst", "checkout")]

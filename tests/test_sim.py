@@ -169,3 +169,19 @@ def test_cpu_starvation_slows_every_operation_of_the_service_in_its_own_time() -
     ]
     assert statistics.median(calls[1]) < 1.5 * statistics.median(calls[0])
     assert sim.labels[0].root_cause == Operation("catalog", "")
+
+
+def test_a_wrong_result_fails_the_caller_not_the_callee() -> None:
+    """Inventory's spans stay OK and as fast; checkout fails with a ValueError as the answer
+    arrives, and makes none of its later calls."""
+    fault = Fault(Pattern.NEW_ERROR, "inventory", "/Inventory/Reserve", 60, 60, 0.5, "answer")
+    sim = Simulator(seed=5, rate=20, faults=(fault,))
+    rows = [s for b in list(sim.batches(120))[60:] for s in b.rows()]
+    inventory = _measure(rows, "inventory", "/Inventory/Reserve")
+    checkout = _measure(rows, "checkout", "/Checkout/PlaceOrder")
+    assert inventory["errors"] < 0.05 and checkout["errors"] > 0.3
+    assert checkout["new_types"] == {"ValueError"}
+    failed = {s.span_id for s in rows if s.exception_type == "ValueError"}
+    called = {s.name for s in rows if s.parent_span_id in failed and s.kind == SpanKind.CLIENT}
+    assert "POST /v1/charges" not in called and "/Inventory/Reserve" in called
+    assert sim.labels[0].root_cause == Operation("inventory", "/Inventory/Reserve")

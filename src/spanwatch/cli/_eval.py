@@ -127,6 +127,10 @@ TARGETS_NETWORK = [
 # CPU starvation of a whole service (a throttled container, a noisy neighbour): every one of
 # its operations' own time this many times; the service is the root cause, by any operation.
 TARGETS_CPU = [("catalog", "", 6.0), ("frontend", "", 8.0)]
+# A wrong result: the target answers this share of its calls OK, at its usual speed, with a
+# value its callers fail on (with an exception never seen: a new_error); the target is the
+# root cause.
+TARGETS_ANSWER = [("inventory", "/Inventory/Reserve", 0.4), ("payments", "POST /v1/charges", 0.4)]
 
 # The other topologies (sim.TOPOLOGIES), each with targets of its own: none of them is what
 # the detector was developed against. A pattern without targets is not run on it.
@@ -135,6 +139,7 @@ TOPOLOGY_TARGETS: dict[str, dict[str, list[tuple[str, str, float]]]] = {
         **{p.value: t for p, t in TARGETS.items()},
         "network_delay": TARGETS_NETWORK,
         "cpu_starvation": TARGETS_CPU,
+        "wrong_result": TARGETS_ANSWER,
     },
     "chain": {
         "error_burst": [
@@ -157,6 +162,7 @@ TOPOLOGY_TARGETS: dict[str, dict[str, list[tuple[str, str, float]]]] = {
         "latency_drift": [("orders", "/Orders/Price", 5.0)],
         "network_delay": [("ledger", "POST /entries", 60.0), ("tax", "/Tax/Compute", 80.0)],
         "cpu_starvation": [("edge", "", 8.0), ("pricing", "", 6.0)],
+        "wrong_result": [("tax", "/Tax/Compute", 0.4), ("ledger", "POST /entries", 0.4)],
     },
     "fanout": {
         "error_burst": [("ingest", "/Ingest/Accept", 0.4), ("geo", "GET /lookup", 0.5)],
@@ -171,13 +177,15 @@ TOPOLOGY_TARGETS: dict[str, dict[str, list[tuple[str, str, float]]]] = {
         "latency_drift": [("indexer", "events-topic process", 3.0)],
         "network_delay": [("geo", "GET /lookup", 40.0), ("ingest", "/Ingest/Accept", 50.0)],
         "cpu_starvation": [("collector-api", "", 8.0), ("enricher", "", 6.0)],
+        "wrong_result": [("geo", "GET /lookup", 0.4), ("ingest", "/Ingest/Accept", 0.4)],
     },
 }
-FAULT_KINDS = [*(p.value for p in Pattern), "network_delay", "cpu_starvation"]
+FAULT_KINDS = [*(p.value for p in Pattern), "network_delay", "cpu_starvation", "wrong_result"]
 # fault kinds that are a pattern somewhere else: (the pattern, Fault.where)
 KIND_PATTERNS = {
     "network_delay": (Pattern.LATENCY_SPIKE, "network"),
     "cpu_starvation": (Pattern.LATENCY_SPIKE, "cpu"),
+    "wrong_result": (Pattern.NEW_ERROR, "answer"),
 }
 DURATIONS = {Pattern.LATENCY_DRIFT: 600.0}
 

@@ -287,7 +287,7 @@ class Detector:
         parents = take(b.parent_span_id, rows)
         dependencies = self._describer.dependencies(b, rows, calls, keys)
         # the TraceSpan fields, in its order
-        columns = (span_ids, parents, keys, errors, durations, dependencies, span_windows)
+        columns = (span_ids, parents, keys, errors, durations, dependencies, ends, span_windows)
         s = self.settings
         keep(
             self._traces,

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from spanwatch.model import Operation, Pattern, Severity
 
 from ._keys import Key
+from ._rootcause import ANSWER, EDGE
 from ._settings import Settings
 from ._stats import EXAMPLES, Family, Finding, WindowAcc
 from ._structure import CALLS, ancestors
@@ -55,18 +56,19 @@ class Group:
     findings: list[tuple[Key, Finding]] = field(default_factory=list)
     cascading: bool = False
     # the calls into the root were slow or failed while its own spans were not: the trouble
-    # is in front of it (network, ingress, a proxy), on the edge from its callers
-    edge: bool = False
+    # is in front of it (network, ingress, a proxy), on the EDGE from its callers; or its
+    # callers failed on its ANSWER
+    front: str = ""
     dependency_ops: Counter[str] = field(default_factory=Counter)
     trace_ids: list[bytes] = field(default_factory=list)
     example_span: bytes = b""
 
 
-# a finding's root cause: (root, is a dependency, cascading, on the edge, examples), given
+# a finding's root cause: (root, is a dependency, cascading, EDGE/ANSWER/"", examples), given
 # (key, finding, its key's window, the keys that dropped, the keys that stopped short)
 FindCause = Callable[
     [Key, Finding, WindowAcc | None, set[Key], dict[Key, Key]],
-    tuple[Operation, bool, bool, bool, list[tuple[bytes, bytes]]],
+    tuple[Operation, bool, bool, str, list[tuple[bytes, bytes]]],
 ]
 
 
@@ -105,9 +107,9 @@ def group_findings(
                 explained = _failing_caller(parents, key, quiet_roots)
         examples: list[tuple[bytes, bytes]] = []
         if explained is not None:
-            root, is_dep, cascading, edge = explained, False, False, False
+            root, is_dep, cascading, front = explained, False, False, ""
         else:
-            root, is_dep, cascading, edge, examples = find_cause(
+            root, is_dep, cascading, front, examples = find_cause(
                 key, finding, acc, dropping, stopped
             )
         if finding.family in (Family.ERRORS, Family.NEW_ERROR) and not is_dep:
@@ -122,7 +124,7 @@ def group_findings(
             group.dependency_ops[dependency_op] += 1
         group.findings.append((key, finding))
         group.cascading |= cascading
-        group.edge |= edge
+        group.front = group.front or front
         for trace_id, span_id in examples:
             if len(group.trace_ids) < EXAMPLES and trace_id not in group.trace_ids:
                 group.trace_ids.append(trace_id)
@@ -209,11 +211,16 @@ def lead_finding(
     return max(own or matching or group.findings, key=lambda kf: (kf[1].magnitude, kf[1].affected))
 
 
-def summary_of(pattern: Pattern, root: Operation, finding: Finding, edge: bool = False) -> str:
+def summary_of(pattern: Pattern, root: Operation, finding: Finding, front: str = "") -> str:
     where = f"{root.service} {root.operation}".strip()
-    if edge:  # its callers saw it, its own spans did not
+    if front == EDGE:  # its callers saw it, its own spans did not
         where = (
             f"the calls into {where} (network or ingress in front of it; its own spans are normal)"
+        )
+    elif front == ANSWER:
+        where = (
+            f"the answers of {where} (its callers fail on them as they arrive; its own spans "
+            "are normal: a wrong result)"
         )
     if finding.metric == "missing_call_rate":
         return (

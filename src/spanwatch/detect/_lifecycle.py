@@ -53,7 +53,7 @@ class Open:
     last_window: int
     lead: Key  # whose spans the evidence measures, window by window
     finding: Finding  # the lead finding: what the summary says, redone as the evidence moves
-    edge: bool = False  # the summary's: the trouble is in front of the root
+    front: str = ""  # the summary's: the trouble is in front of the root, or in its answers
     counted: int = 0  # a new error's spans since the incident opened
     series: deque[SeriesPoint] = field(default_factory=lambda: deque(maxlen=SERIES_POINTS))
     shown: tuple[float, float] = (0.0, 0.0)  # (observed, share) as last published
@@ -219,7 +219,7 @@ class Incidents:
                         round(finding.baseline, 6),
                         finding.unit,
                     ),
-                    summary=summary_of(pattern, root_op, finding, group.edge),
+                    summary=summary_of(pattern, root_op, finding, group.front),
                     trace_ids=tuple(group.trace_ids),
                     example_span_id=group.example_span,
                     services=tuple(sorted(services)),
@@ -227,7 +227,7 @@ class Incidents:
                     critical_path=critical_path(traces, group.trace_ids[:1]),
                     resource=tuple(split_scope(root.scope, self.settings.identity).items()),
                 )
-                opened = Open(incident, keys, window, key, finding, group.edge)
+                opened = Open(incident, keys, window, key, finding, group.front)
                 opened.shown_window = window
                 self._measure_into(opened, accs, window, at_opening=True)
                 self.open[root] = opened
@@ -347,7 +347,7 @@ class Incidents:
             observed=observed,
             affected=current.finding.affected + current.counted,
         )
-        summary = summary_of(old.pattern, old.root_cause, now, current.edge)
+        summary = summary_of(old.pattern, old.root_cause, now, current.front)
         current.incident = replace(current.incident, summary=summary)
         return True
 

@@ -29,9 +29,12 @@ PATH_STEPS = 12
 # parent's (two children cannot both hold more than half)
 EXPLAINS = 0.5
 
-# (root, root is a dependency, errors cascaded through callers, the trouble is on the edge in
-# front of the root, example (trace id, span id) pairs)
-Cause = tuple[Operation, bool, bool, bool, list[tuple[bytes, bytes]]]
+# where the trouble is when the root's own spans are normal: on the edge in front of it
+# (network, ingress), or in its answers (its callers fail on them)
+EDGE, ANSWER = "edge", "answer"
+# (root, root is a dependency, errors cascaded through callers, EDGE or ANSWER or "", example
+# (trace id, span id) pairs)
+Cause = tuple[Operation, bool, bool, str, list[tuple[bytes, bytes]]]
 
 
 class RootCause:
@@ -75,14 +78,14 @@ class RootCause:
                     break
                 top = min(up)
                 seen.add(top)
-            return Operation(top.service, top.operation, top.scope), False, False, False, []
+            return Operation(top.service, top.operation, top.scope), False, False, "", []
         if finding.metric == "missing_call_rate":
             return self._stopped_root(traces, key, finding, stopped)
         if finding.metric == "new_call_count":  # what its own spans now do
             own = Operation(key.service, key.operation, key.scope)
-            return own, False, False, False, list(finding.examples)
+            return own, False, False, "", list(finding.examples)
         if acc is None:
-            return Operation(key.service, key.operation, key.scope), False, False, False, []
+            return Operation(key.service, key.operation, key.scope), False, False, "", []
         if finding.family is Family.LATENCY and finding.drift:
             # A creep moves the typical span, not the tail: typical examples, each span against
             # the slow baseline the drift was judged on. (The slowest are those whose calls
@@ -99,6 +102,8 @@ class RootCause:
             examples = acc.example_ids(errors=True)
             step = _failing_child
         votes: Counter[tuple[Operation, bool]] = Counter()
+        answers: Counter[Operation] = Counter()  # failed right after a call it answered OK
+        errors = finding.family in (Family.ERRORS, Family.NEW_ERROR)
         cascades = edges = 0
         for trace_id, span_id in examples[:ERROR_EXAMPLES]:
             trace = read(traces, trace_id)
@@ -131,7 +136,10 @@ class RootCause:
                 votes[(Operation(name, operation, span.key.scope), True)] += 1
             else:
                 votes[(Operation(span.key.service, span.key.operation, span.key.scope), False)] += 1
-            if finding.family in (Family.ERRORS, Family.NEW_ERROR):
+                answered = self._answered(span, children) if errors else None
+                if answered is not None:
+                    answers[Operation(answered.service, answered.operation, answered.scope)] += 1
+            if errors:
                 services = set()
                 node: TraceSpan | None = span
                 while node is not None:
@@ -144,13 +152,41 @@ class RootCause:
                 Operation(key.service, key.operation, key.scope),
                 False,
                 False,
-                False,
+                "",
                 examples[:EXAMPLES],
             )
         (root, is_dep), _ = votes.most_common(1)[0]
         total = sum(votes.values())
+        cascading = cascades * 2 > total
+        if answers:
+            # failures that all come as an answer arrives, the same callee's each time: the
+            # answers are wrong, not the spans that failed on them
+            answerer, count = max(answers.items(), key=lambda kv: (kv[1], kv[0]))
+            if count >= self.settings.min_errors and count >= self.settings.answer_share * total:
+                return answerer, False, cascading, ANSWER, examples[:EXAMPLES]
         # cascading, and on the edge, when most of the examples say so
-        return root, is_dep, cascades * 2 > total, edges * 2 > total, examples[:EXAMPLES]
+        front = EDGE if edges * 2 > total else ""
+        return root, is_dep, cascading, front, examples[:EXAMPLES]
+
+    def _answered(self, span: TraceSpan, children: dict[bytes, list[TraceSpan]]) -> Key | None:
+        """The callee whose answer a failed handler span failed on, if it did: its last call
+        was to a service that answered OK, and it ended within answer_gap of its own time
+        (or answer_gap_ms) after that answer came (it failed on reading it, not on work of its
+        own after)."""
+        below = children.get(span.span_id)
+        if not below or span.key.kind not in HANDLER_KINDS:
+            return None
+        last = max(below, key=lambda c: (c.end, c.span_id))
+        if last.error or last.key.kind != _CLIENT:
+            return None
+        callee = next((c for c in children.get(last.span_id, ()) if c.key.kind == _SERVER), None)
+        if callee is None or callee.error:
+            return None
+        own = span.duration - sum(c.duration for c in below)
+        s = self.settings
+        if span.end - last.end > max(s.answer_gap * own, s.answer_gap_ms * 1e6):
+            return None
+        return callee.key
 
     def _stopped_root(
         self, traces: Traces, key: Key, finding: Finding, stopped: dict[Key, Key]
@@ -194,7 +230,7 @@ class RootCause:
         total = sum(votes.values())
         top = max(votes, key=lambda k: (votes[k], k)) if votes else key
         root = Operation(top.service, top.operation, top.scope)
-        return root, False, cascades * 2 > total > 0, False, list(finding.examples)
+        return root, False, cascades * 2 > total > 0, "", list(finding.examples)
 
     def _slow_child(
         self, span: TraceSpan, children: list[TraceSpan], drift: bool = False

@@ -69,7 +69,7 @@ class Structure:
         for flat in traces:
             if len(flat) == WIDTH:  # one span: no parent within the trace, and no calls
                 if structure:
-                    _, _, key, error, duration, _, at = flat
+                    _, _, key, error, duration, _, _, at = flat
                     if (
                         at == window
                         and not error

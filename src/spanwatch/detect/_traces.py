@@ -24,6 +24,7 @@ class TraceSpan(NamedTuple):
     error: bool
     duration: int
     dependency: tuple[str, str]  # (name, operation) for calls to uninstrumented systems
+    end: int  # its end, in event time (ns)
     window: int
 
 

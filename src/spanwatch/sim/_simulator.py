@@ -20,7 +20,9 @@ Faults, each with a (service, operation) target, a start, a duration and a magni
 - ``cascading_failure``: the target fails and every caller above it fails too.
 - ``slow_dependency``: the target dependency (a database, cache, queue or host, named in
   ``service``) is ``magnitude`` times slower; the callers' own work is unchanged.
-- ``new_error``: the target starts failing with an error type never seen before.
+- ``new_error``: the target starts failing with an error type never seen before. With
+  ``where`` "answer" its spans stay OK and its callers fail instead, on its wrong results
+  (a ValueError, never seen before either).
 - ``retry_storm``: the target fails intermittently and its callers retry it up to
   ``magnitude`` times per request.
 - ``latency_drift``: the target's own time creeps up linearly to ``magnitude`` times.
@@ -62,7 +64,10 @@ class Fault:
     # ``magnitude`` ms each way, its own server spans do not), as network or ingress trouble;
     # "cpu": a latency_spike of the whole service (every operation's own time times
     # ``magnitude``, its calls as they were; ``operation`` is empty), as CPU starvation (a
-    # throttled container, a noisy neighbour) gives it
+    # throttled container, a noisy neighbour) gives it; "answer": a new_error in the target's
+    # answers, not its spans (it answers ``magnitude`` of its calls OK, at its usual speed, with
+    # a wrong result, and each caller fails on reading it, at once, skipping the rest of its
+    # work), as a wrong return value gives it
     where: str = ""
 
     def active(self, t: float) -> bool:
@@ -316,6 +321,8 @@ class Simulator:
         error: tuple[str, str] | None = None
         for f in faults:
             p = self.rng.random()
+            if f.where == "answer":  # its answers are wrong, its own spans are not
+                continue
             if f.pattern is Pattern.ERROR_BURST and p < min(0.9, f.magnitude):
                 error = _NOISE_ERRORS[op.protocol]
             elif f.pattern is Pattern.CASCADING_FAILURE and p < min(0.95, f.magnitude):
@@ -330,6 +337,7 @@ class Simulator:
         if error is not None and calls:  # it fails before the k-th call, k uniform
             calls = calls[: self.rng.randrange(len(calls))]
         cursor = start + self_ns // 2
+        rest = self_ns - self_ns // 2  # its own time after its calls
         for call in calls:
             if call.probability < 1 and self.rng.random() >= call.probability:
                 continue
@@ -338,7 +346,12 @@ class Simulator:
                 # the failure below spreads: this operation fails too, and goes no further
                 error = ("DependencyFailure", f"{op.service} cannot serve {op.name}")
                 break
-        end = cursor + self_ns - self_ns // 2
+            if not failed and error is None and self._wrong_answer(call, t):
+                # it fails on reading the answer, at once
+                error = ("ValueError", f"unexpected answer from {call.service}")
+                rest = min(rest, 200_000)
+                break
+        end = cursor + rest
 
         name = self._span_name(op)
         kind = SpanKind.CONSUMER if op.protocol == "consumer" else SpanKind.SERVER
@@ -366,6 +379,15 @@ class Simulator:
             )
         )
         return end, error is not None
+
+    def _wrong_answer(self, call: Call, t: float) -> bool:
+        """Whether this call's answer, OK as it looked, is wrong (a fault of the callee's)."""
+        if call.dependency is not None:
+            return False
+        return any(
+            f.where == "answer" and self.rng.random() < f.magnitude
+            for f in self._faults_on(call.service, call.operation, t)
+        )
 
     def _cascading_above(self, op: Operation, t: float) -> bool:
         """Whether a cascading failure is active below this operation."""
