@@ -150,3 +150,16 @@ def test_a_new_span_name_below_an_operation_is_a_new_error_at_it() -> None:
     assert start < _ns(incident["detected_at"]) <= start + 180 * NS
     always = _with_error_pages(_stripped(Simulator(seed=12), WARMUP + 300), "cart", 0.03, 0)
     assert _events(Detector(), always) == []
+
+
+def test_a_wrong_result_without_status_codes_is_blamed_on_its_answerer() -> None:
+    """No status codes: checkout stops short as inventory's wrong answers arrive (it makes
+    none of its later calls); the incident is rooted at inventory, told as its answers."""
+    fault = Fault(Pattern.NEW_ERROR, "inventory", "/Inventory/Reserve", WARMUP, 240, 0.4, "answer")
+    events = _events(Detector(), _stripped(Simulator(seed=11, faults=(fault,)), WARMUP + 360))
+    opened = [e for e in events if e["type"] == "incident.opened"]
+    assert len(opened) == 1, opened
+    (incident,) = opened
+    assert incident["root_cause"] == {"service": "inventory", "operation": "/Inventory/Reserve"}
+    assert incident["evidence"]["metric"] == "missing_call_rate"
+    assert "the answers of inventory" in incident["summary"]

@@ -102,7 +102,7 @@ class RootCause:
             examples = acc.example_ids(errors=True)
             step = _failing_child
         votes: Counter[tuple[Operation, bool]] = Counter()
-        answers: Counter[Operation] = Counter()  # failed right after a call it answered OK
+        answers: Counter[Key] = Counter()  # failed right after a call it answered OK
         errors = finding.family in (Family.ERRORS, Family.NEW_ERROR)
         cascades = edges = 0
         for trace_id, span_id in examples[:ERROR_EXAMPLES]:
@@ -138,7 +138,7 @@ class RootCause:
                 votes[(Operation(span.key.service, span.key.operation, span.key.scope), False)] += 1
                 answered = self._answered(span, children) if errors else None
                 if answered is not None:
-                    answers[Operation(answered.service, answered.operation, answered.scope)] += 1
+                    answers[answered] += 1
             if errors:
                 services = set()
                 node: TraceSpan | None = span
@@ -163,16 +163,17 @@ class RootCause:
             # answers are wrong, not the spans that failed on them
             answerer, count = max(answers.items(), key=lambda kv: (kv[1], kv[0]))
             if count >= self.settings.min_errors and count >= self.settings.answer_share * total:
-                return answerer, False, cascading, ANSWER, examples[:EXAMPLES]
+                root = Operation(answerer.service, answerer.operation, answerer.scope)
+                return root, False, cascading, ANSWER, examples[:EXAMPLES]
         # cascading, and on the edge, when most of the examples say so
         front = EDGE if edges * 2 > total else ""
         return root, is_dep, cascading, front, examples[:EXAMPLES]
 
     def _answered(self, span: TraceSpan, children: dict[bytes, list[TraceSpan]]) -> Key | None:
-        """The callee whose answer a failed handler span failed on, if it did: its last call
-        was to a service that answered OK, and it ended within answer_gap of its own time
-        (or answer_gap_ms) after that answer came (it failed on reading it, not on work of its
-        own after)."""
+        """The callee whose answer a failed (or stopped short) handler span failed on, if it
+        did: its last call was to a service that answered OK, and it ended within answer_gap
+        of its own time (or answer_gap_ms) after that answer came (it failed on reading it,
+        not on work of its own after)."""
         below = children.get(span.span_id)
         if not below or span.key.kind not in HANDLER_KINDS:
             return None
@@ -196,6 +197,7 @@ class RootCause:
         without the call those no longer make), to the deepest; a cascade when that passes
         through cascade_services services, as failing servers do."""
         votes: Counter[Key] = Counter()
+        answers: Counter[Key] = Counter()  # stopped right after a call it answered OK
         cascades = 0
         for trace_id, span_id in finding.examples:
             trace = read(traces, trace_id)
@@ -226,11 +228,18 @@ class RootCause:
                 node = min(short, key=lambda h: h.span_id)
                 services.add(node.key.service)
             votes[node.key] += 1
+            if (answered := self._answered(node, children)) is not None:
+                answers[answered] += 1
             cascades += len(services) >= self.settings.cascade_services
         total = sum(votes.values())
         top = max(votes, key=lambda k: (votes[k], k)) if votes else key
+        front = ""
+        if answers:  # as for errors: they all stopped as the same callee's answers came
+            answerer, count = max(answers.items(), key=lambda kv: (kv[1], kv[0]))
+            if count >= self.settings.min_errors and count >= self.settings.answer_share * total:
+                top, front = answerer, ANSWER
         root = Operation(top.service, top.operation, top.scope)
-        return root, False, cascades * 2 > total > 0, "", list(finding.examples)
+        return root, False, cascades * 2 > total > 0, front, list(finding.examples)
 
     def _slow_child(
         self, span: TraceSpan, children: list[TraceSpan], drift: bool = False
