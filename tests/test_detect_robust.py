@@ -179,3 +179,57 @@ def test_a_handler_failing_on_its_own_after_a_call_keeps_its_own_root() -> None:
     fault = Fault(Pattern.ERROR_BURST, "checkout", "/Checkout/PlaceOrder", WARMUP, 240, 0.5)
     incidents = _incidents(Simulator(shop(), seed=3, faults=(fault,)), WARMUP + 360)
     assert [(p, s) for p, s, _ in _roots(incidents)] == [("error_burst", "checkout")]
+
+
+@pytest.mark.parametrize(
+    ("gap_ms", "answered"),
+    [(0.1, True), (1.5, False), (-2.0, False)],
+    ids=["as-the-answer-came", "own-work-after", "call-outlived-it"],
+)
+def test_a_failure_is_on_an_answer_only_as_the_answer_arrives(
+    gap_ms: float, answered: bool
+) -> None:
+    """A failed handler of 1 ms of its own (plus a 10 ms call) failed on its callee's answer
+    when it ended within a fifth of its own time after the answer came; not when it had work
+    of its own left, nor when the call outlived it."""
+    from collections import defaultdict
+
+    from spanwatch.detect import Settings
+    from spanwatch.detect._keys import Key
+    from spanwatch.detect._rootcause import RootCause
+    from spanwatch.detect._traces import TraceSpan
+    from spanwatch.model import SpanKind
+
+    ms = 1_000_000
+    end = 100 * ms
+    gap = int(gap_ms * ms)
+    # its own millisecond: before the call, and whatever of it is left after the answer
+    duration = 10 * ms + max(ms, gap)
+    handler = TraceSpan(
+        b"h", b"", Key("checkout", "POST /order", SpanKind.SERVER), True, duration, ("", ""), end, 9
+    )
+    call = TraceSpan(
+        b"c",
+        b"h",
+        Key("checkout", "POST /reserve", SpanKind.CLIENT),
+        False,
+        10 * ms,
+        ("", ""),
+        end - gap,
+        9,
+    )
+    served = TraceSpan(
+        b"s",
+        b"c",
+        Key("inventory", "POST /reserve", SpanKind.SERVER),
+        False,
+        9 * ms,
+        ("", ""),
+        end - gap - ms // 2,
+        9,
+    )
+    children: defaultdict[bytes, list[TraceSpan]] = defaultdict(list)
+    for sp in (call, served):
+        children[sp.parent].append(sp)
+    found = RootCause(Settings(), {}, {})._answered(handler, children)
+    assert (found == served.key) is answered, found

@@ -149,6 +149,7 @@ class Incidents:
             keys = {k for k, _ in group.findings}
             current = self.open.get(root)
             same_root = current is not None
+
             if current is None:
                 # A symptom joins an open incident only while that incident's root is anomalous
                 # now (this window or the last), and only when it is the root's own key or a
@@ -157,7 +158,6 @@ class Incidents:
                 # its incident is open (its evidence no older than quiet_windows: at a few
                 # spans a window, or in bursts, its operations show a few windows apart) is
                 # the same fault (shared code, a shared database, a starved CPU): one incident.
-                family = FAMILY_OF[pattern_of(group)]
                 recent = window - 1
                 open_still = window - self.settings.quiet_windows
                 current = next(
@@ -170,17 +170,12 @@ class Incidents:
                                 o.last_window >= recent
                                 and keys & (o.keys | ancestors(self.parents, o.keys))
                             )
-                            or (
-                                o.last_window >= open_still
-                                and (o.incident.root_cause.service, o.incident.root_cause.scope)
-                                == (root.service, root.scope)
-                                and FAMILY_OF[o.incident.pattern] is family
-                                and not group.is_dependency
-                            )
+                            or (o.last_window >= open_still and _alike(o, root, group))
                         )
                     ),
                     None,
                 )
+            same_service = current is not None and not same_root and _alike(current, root, group)
             services = {k.service for k in keys} | (
                 {root.service} if not group.is_dependency else set()
             )
@@ -233,10 +228,13 @@ class Incidents:
                 self.open[root] = opened
                 events.append(Event.incident(EventType.INCIDENT_OPENED, opened.incident))
                 continue
-            if same_root:  # only evidence about its own root keeps an incident open
+            if same_root or same_service:
+                # only evidence about its own root (or its root's service failing the same
+                # way) keeps an incident open
                 current.last_window = window
                 current.healthy = 0
                 current.keys |= keys
+                current.front = current.front or group.front
             old = current.incident
             merged = tuple(sorted(set(old.services) | services))
             if len(merged) > self.settings.max_incident_services:
@@ -249,7 +247,7 @@ class Incidents:
                 found = lead_finding(shown, group, strict=True) if same_root else None
                 if found is not None:  # only evidence of its own kind, about its own root cause
                     lead_key, lead = found
-                    summary = summary_of(shown, old.root_cause, lead)
+                    summary = summary_of(shown, old.root_cause, lead, current.front)
                     same_metric = lead.metric == evidence.metric and lead_key == current.lead
                     evidence = Evidence(
                         lead.metric,
@@ -360,7 +358,7 @@ class Incidents:
         stats = self.stats.get(key)
         if metric == "requests_per_window":
             n = acc.count if acc else 0
-            expected = stats.count_ewma if stats else 0.0
+            expected = stats.expected_count() if stats else 0.0
             return float(n), (max(0.0, 1 - n / expected) if expected else 0.0), 1
         if acc is None or not acc.count:
             return None
@@ -378,3 +376,13 @@ class Incidents:
             slow = sum(1 for d in durations if d > slow_above)
             return median(durations) / 1e6, slow / len(durations), n
         return None  # calls per trace: told by the findings alone
+
+
+def _alike(o: Open, root: Operation, group: Group) -> bool:
+    """Whether ``o`` is an incident of the group's root service failing the same way (the
+    same family of findings), the group not a dependency's."""
+    return (
+        (o.incident.root_cause.service, o.incident.root_cause.scope) == (root.service, root.scope)
+        and FAMILY_OF[o.incident.pattern] is FAMILY_OF[pattern_of(group)]
+        and not group.is_dependency
+    )

@@ -4,6 +4,7 @@ seen for its service (new_error), and the same call made again and again in one 
 
 from __future__ import annotations
 
+import re
 from collections import Counter, defaultdict
 from dataclasses import replace
 from typing import Any
@@ -23,6 +24,9 @@ from ._stats import (
 from ._structure import CALLS
 from ._traces import KEY, PARENT, WIDTH
 
+# an IP address in a name (a client call's target): IPv4, or IPv6 in brackets
+_ADDRESS = re.compile(r"(?<![\w.])\d{1,3}(?:\.\d{1,3}){3}(?![\w.])|\[[0-9A-Fa-f:]+\]")
+
 _NO_RUN: tuple[float, float, int, bool] = (0.0, 0.0, 0, False)
 
 
@@ -35,6 +39,8 @@ class NewErrors:
         self.stats = stats
         # (service, scope) -> error signatures known for it
         self.known: dict[tuple[str, str], set[str]] = defaultdict(set)
+        # (service, scope) -> call signatures known for it (at most max_known_calls)
+        self.known_calls: dict[tuple[str, str], set[str]] = defaultdict(set)
         # (service, scope, signature) -> (first window, occurrences since, the rate it may
         # have had unseen)
         self.new: dict[tuple[str, str, str], tuple[int, int, float]] = {}
@@ -44,7 +50,7 @@ class NewErrors:
         learned as known."""
         stats = self.stats.get(key)
         rate = max(self.settings.min_error_rate, stats.error_rate() if stats is not None else 0.0)
-        return self._judge(key, acc.signatures or {}, acc.count, window, learning, rate, True)
+        return self._judge(key, acc.signatures or {}, acc.count, window, learning, rate)
 
     def new_calls(
         self, key: Key, spans: int, children: Counter[Key], window: int, learning: bool
@@ -54,10 +60,14 @@ class NewErrors:
         error controller, a fallback or a new code path shows in a trace whose spans carry no
         status. Judged as a new signature is, on the key; while ``learning`` (or the key's own
         warm-up) each is learned as known. Each finding with the child key it is of."""
-        known = self.known[key.service, key.scope]
+        known = self.known_calls[key.service, key.scope]
+        if len(known) >= self.settings.max_known_calls:
+            return []  # names without bound are no structure to judge
         named: dict[str, int] = {}
         child_of: dict[str, Key] = {}
-        for child, count in children.items():
+        for child, count in sorted(children.items()):  # in key order, whatever the hash seed
+            if _ADDRESS.search(child.operation):
+                continue  # a call to an address, not a name: a pod's, new with every rollout
             own = child.service == key.service
             signature = CALLS + (child.operation if own else f"{child.service} {child.operation}")
             if signature not in known:
@@ -65,9 +75,8 @@ class NewErrors:
                 child_of[signature] = child
         if not named:
             return []
-        found = self._judge(
-            key, named, spans, window, learning, self.settings.min_error_rate, False
-        )
+        rate = self.settings.min_error_rate
+        found = self._judge(key, named, spans, window, learning, rate, known)
         return [(replace(f, metric="new_call_count"), child_of[f.signature]) for f in found]
 
     def _judge(
@@ -78,14 +87,15 @@ class NewErrors:
         window: int,
         learning: bool,
         rate: float,
-        generic: bool,
+        calls: set[str] | None = None,
     ) -> list[Finding]:
-        """Findings for the signatures of a key's window not known for its service (and, with
-        ``generic``, not known for many others): each new one alone in a window far above
-        ``rate``, or accumulated since it first appeared far above the rate it may have had
-        unseen."""
+        """Findings for the signatures of a key's window not known for its service (error
+        signatures, not known for many others either; or, given the service's known
+        ``calls``, call signatures): each new one alone in a window far above ``rate``, or
+        accumulated since it first appeared far above the rate it may have had unseen."""
         s = self.settings
-        known = self.known[key.service, key.scope]
+        generic = calls is None
+        known = self.known[key.service, key.scope] if calls is None else calls
         stats = self.stats.get(key)
         out = []
         for signature, count in signatures.items():

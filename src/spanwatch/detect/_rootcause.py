@@ -172,8 +172,8 @@ class RootCause:
     def _answered(self, span: TraceSpan, children: dict[bytes, list[TraceSpan]]) -> Key | None:
         """The callee whose answer a failed (or stopped short) handler span failed on, if it
         did: its last call was to a service that answered OK, and it ended within answer_gap
-        of its own time (or answer_gap_ms) after that answer came (it failed on reading it,
-        not on work of its own after)."""
+        of its own time after that answer came (it failed on reading it, not on work of its
+        own after)."""
         below = children.get(span.span_id)
         if not below or span.key.kind not in HANDLER_KINDS:
             return None
@@ -184,9 +184,9 @@ class RootCause:
         if callee is None or callee.error:
             return None
         own = span.duration - sum(c.duration for c in below)
-        s = self.settings
-        if span.end - last.end > max(s.answer_gap * own, s.answer_gap_ms * 1e6):
-            return None
+        gap = span.end - last.end
+        if gap < 0 or gap > self.settings.answer_gap * own:
+            return None  # a call that outlived it, or work of its own after the answer
         return callee.key
 
     def _stopped_root(

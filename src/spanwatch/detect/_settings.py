@@ -69,12 +69,14 @@ class Settings:
     # services one incident may name; a symptom past it opens its own (or joins none)
     max_incident_services: int = 12
     # a failed handler span failed on an answer when its last call's callee answered OK and
-    # it ended within answer_gap of its own time (or answer_gap_ms) after the answer came (an
-    # exception on reading it; work of its own after its calls takes longer); when
-    # answer_share of a finding's examples failed on the same callee's answers, that callee
-    # is the root (a wrong result), as long as min_errors of them do
+    # it ended within answer_gap of its own time after the answer came (an exception on
+    # reading it; work of its own after its calls takes longer); when answer_share of a
+    # finding's examples failed on the same callee's answers, that callee is the root (a
+    # wrong result), as long as min_errors of them do
     answer_gap: float = 0.2
-    answer_gap_ms: float = 0.5
+    # call signatures (a key's new calls) known per service at most: past it, the service's
+    # calls are no longer judged new (names that grow without bound are not a structure)
+    max_known_calls: int = 256
     answer_share: float = 0.8
     max_keys: int = 50_000  # tracked (service, operation, kind) keys; LRU past it
     max_traces: int = 20_000  # recent traces kept for trace-level analysis

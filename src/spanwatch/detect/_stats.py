@@ -456,7 +456,7 @@ class KeyStats:
         if not warm:
             return findings
         # --- traffic: a run of windows far below the expected count
-        expected = min(self.count_ewma, self.count_slow)
+        expected = self.expected_count()
         # a quiet run that began at a key busy enough goes on being judged: its first window
         # is learned (a lone one is how bursty the key is), and must not take it below
         if expected >= settings.min_expected_count or self.low_streak[1]:
@@ -613,15 +613,24 @@ class KeyStats:
                     )
         return findings
 
+    def expected_count(self) -> float:
+        """Spans expected in a window: the lower of the fast count, which follows the day, and
+        the slow one, which a chance busy stretch at a span or two a window does not lift."""
+        return min(self.count_ewma, self.count_slow)
+
     def quiet_windows(self) -> float:
         """How many windows' worth of expected spans the run of quiet windows holds."""
-        return self.low_streak[1] / self.count_ewma if self.count_ewma else 0.0
+        expected = self.expected_count()
+        return self.low_streak[1] / expected if expected else 0.0
 
     def quiet(self, settings: Settings) -> bool:
         """In a run of quiet windows at a drop's level, significant yet or not (more than a
         lone quiet window, which at a span or two a window is common)."""
         observed, expected = self.low_streak
-        return expected > QUIET_RUN * self.count_ewma and observed <= settings.drop_ratio * expected
+        return (
+            expected > QUIET_RUN * self.expected_count()
+            and observed <= settings.drop_ratio * expected
+        )
 
     def _end_error_run(self, k: float, n: float, found: bool) -> None:
         """A run ends: unless it gave a finding, its windows (k errors of n spans, the judged

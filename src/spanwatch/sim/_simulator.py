@@ -349,7 +349,7 @@ class Simulator:
             if not failed and error is None and self._wrong_answer(call, t):
                 # it fails on reading the answer, at once
                 error = ("ValueError", f"unexpected answer from {call.service}")
-                rest = min(rest, 200_000)
+                rest = min(rest, 100_000)
                 break
         end = cursor + rest
 
