@@ -233,3 +233,16 @@ def test_a_failure_is_on_an_answer_only_as_the_answer_arrives(
         children[sp.parent].append(sp)
     found = RootCause(Settings(), {}, {})._answered(handler, children)
     assert (found == served.key) is answered, found
+
+
+@pytest.mark.parametrize(
+    ("count", "total", "agree"),
+    [(1, 1, True), (2, 2, True), (2, 3, False), (4, 5, True), (8, 10, True), (7, 10, False)],
+)
+def test_answers_agree_by_share_and_count(count: int, total: int, agree: bool) -> None:
+    """80% of a finding's examples, and 4 of them, or all of them when there are fewer (a key
+    at a span or two a window has an example or two a window)."""
+    from spanwatch.detect import Settings
+    from spanwatch.detect._rootcause import RootCause
+
+    assert RootCause(Settings(), {}, {})._answers_agree(count, total) is agree

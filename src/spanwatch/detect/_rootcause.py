@@ -162,12 +162,19 @@ class RootCause:
             # failures that all come as an answer arrives, the same callee's each time: the
             # answers are wrong, not the spans that failed on them
             answerer, count = max(answers.items(), key=lambda kv: (kv[1], kv[0]))
-            if count >= self.settings.min_errors and count >= self.settings.answer_share * total:
+            if self._answers_agree(count, total):
                 root = Operation(answerer.service, answerer.operation, answerer.scope)
                 return root, False, cascading, ANSWER, examples[:EXAMPLES]
         # cascading, and on the edge, when most of the examples say so
         front = EDGE if edges * 2 > total else ""
         return root, is_dep, cascading, front, examples[:EXAMPLES]
+
+    def _answers_agree(self, count: int, total: int) -> bool:
+        """Whether ``count`` of ``total`` examples failing on one callee's answers say it is
+        the root: answer_share of them, and min_errors, or all of them when there are fewer
+        (a key at a span or two a window has a failed example or two in each window)."""
+        s = self.settings
+        return count >= max(s.answer_share * total, min(s.min_errors, total))
 
     def _answered(self, span: TraceSpan, children: dict[bytes, list[TraceSpan]]) -> Key | None:
         """The callee whose answer a failed (or stopped short) handler span failed on, if it
@@ -236,7 +243,7 @@ class RootCause:
         front = ""
         if answers:  # as for errors: they all stopped as the same callee's answers came
             answerer, count = max(answers.items(), key=lambda kv: (kv[1], kv[0]))
-            if count >= self.settings.min_errors and count >= self.settings.answer_share * total:
+            if self._answers_agree(count, total):
                 top, front = answerer, ANSWER
         root = Operation(top.service, top.operation, top.scope)
         return root, False, cascades * 2 > total > 0, front, list(finding.examples)
