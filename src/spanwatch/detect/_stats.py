@@ -416,7 +416,8 @@ class KeyStats:
         # windows)
         self.error_run: tuple[float, float, int, bool] = _NO_ERROR_RUN
         self.slow_run: tuple[float, float, int] = _NO_RUN
-        self.err_k = 0.0
+        # errors learned (decayed): an int 0, no float of its own, until the key first fails
+        self.err_k: float = 0
         self.err_n = 0.0
         self.fast = Sketches(fast_epoch)
         self.slow = Sketches(slow_epoch)
@@ -636,7 +637,8 @@ class KeyStats:
         """A run ends: unless it gave a finding, its windows (k errors of n spans, the judged
         window not among them) are learned now."""
         if not found:
-            self.err_k += max(0.0, k)
+            if k > 0:
+                self.err_k += k
             self.err_n += max(0.0, n)
         self.error_run = _NO_ERROR_RUN
 
@@ -668,7 +670,9 @@ class KeyStats:
         # later of a slow run's.
         if not self.error_run[2]:
             keep = 1 - settings.slow_alpha
-            self.err_k = keep * self.err_k + (acc.errors if acc else 0)
+            errors = acc.errors if acc else 0
+            if self.err_k or errors:
+                self.err_k = keep * self.err_k + errors
             self.err_n = keep * self.err_n + n
         durations = acc.durations if acc and self.slow_run[2] < _RUN_WINDOWS else []
         if durations:
