@@ -158,16 +158,21 @@ class RootCause:
         (root, is_dep), _ = votes.most_common(1)[0]
         total = sum(votes.values())
         cascading = cascades * 2 > total
-        if answers:
-            # failures that all come as an answer arrives, the same callee's each time: the
-            # answers are wrong, not the spans that failed on them
-            answerer, count = max(answers.items(), key=lambda kv: (kv[1], kv[0]))
-            if self._answers_agree(count, total):
-                root = Operation(answerer.service, answerer.operation, answerer.scope)
-                return root, False, cascading, ANSWER, examples[:EXAMPLES]
+        # failures that all come as an answer arrives, the same callee's each time: the
+        # answers are wrong, not the spans that failed on them
+        if (answerer := self._answerer(answers, total)) is not None:
+            root = Operation(answerer.service, answerer.operation, answerer.scope)
+            return root, False, cascading, ANSWER, examples[:EXAMPLES]
         # cascading, and on the edge, when most of the examples say so
         front = EDGE if edges * 2 > total else ""
         return root, is_dep, cascading, front, examples[:EXAMPLES]
+
+    def _answerer(self, answers: Counter[Key], total: int) -> Key | None:
+        """The callee on whose answers most of ``total`` examples failed, if they agree."""
+        if not answers:
+            return None
+        answerer, count = max(answers.items(), key=lambda kv: (kv[1], kv[0]))
+        return answerer if self._answers_agree(count, total) else None
 
     def _answers_agree(self, count: int, total: int) -> bool:
         """Whether ``count`` of ``total`` examples failing on one callee's answers say it is
@@ -241,10 +246,9 @@ class RootCause:
         total = sum(votes.values())
         top = max(votes, key=lambda k: (votes[k], k)) if votes else key
         front = ""
-        if answers:  # as for errors: they all stopped as the same callee's answers came
-            answerer, count = max(answers.items(), key=lambda kv: (kv[1], kv[0]))
-            if self._answers_agree(count, total):
-                top, front = answerer, ANSWER
+        # as for errors: they all stopped as the same callee's answers came
+        if (answerer := self._answerer(answers, total)) is not None:
+            top, front = answerer, ANSWER
         root = Operation(top.service, top.operation, top.scope)
         return root, False, cascades * 2 > total > 0, front, list(finding.examples)
 
