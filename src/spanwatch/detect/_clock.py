@@ -179,8 +179,11 @@ class EventClock:
             )
         front = self.front = max(front, hi)
         service = batch.service
-        for src in new:
-            self._source(src, service[batch.source.index(src)])
+        if new:
+            if per_source is None:
+                per_source = filing.group(batch.source, 0, len(batch.end_ns))
+            for src in new:
+                self._source(src, service[per_source[src][0]])
         for src in distinct:
             state = sources[src]
             sources.move_to_end(src)

@@ -195,7 +195,9 @@ class Incidents:
                 digest = hashlib.sha1(
                     f"{pattern}|{root.service}|{root.operation}|{root.scope}|{start_ns}".encode()
                 ).hexdigest()[:16]
-                quiet = self.stats[key].quiet_windows() if finding.family is Family.TRAFFIC else 0
+                quiet = 0.0
+                if finding.family is Family.TRAFFIC:
+                    quiet = self.stats[key].quiet_windows(self.settings)
                 started = start_ns
                 if quiet:
                     started = end_ns - int(quiet) * self.w
@@ -358,7 +360,7 @@ class Incidents:
         stats = self.stats.get(key)
         if metric == "requests_per_window":
             n = acc.count if acc else 0
-            expected = stats.expected_count() if stats else 0.0
+            expected = stats.expected_count(self.settings) if stats else 0.0
             return float(n), (max(0.0, 1 - n / expected) if expected else 0.0), 1
         if acc is None or not acc.count:
             return None

@@ -189,7 +189,6 @@ class Settings:
     cascade_services: int = 3  # failing servers along one call chain that make a cascade
     trace_windows: int = 6  # windows a kept trace lives for root-cause analysis
     max_silence_windows: int = 360  # after a longer silence only its last hour is judged
-    seed: int = 0
 
     @property
     def window_ns(self) -> int:

@@ -386,7 +386,6 @@ class KeyStats:
     __slots__ = (
         "_quantiles",
         "count_ewma",
-        "count_slow",
         "count_var",
         "drift_ring",
         "err_k",
@@ -402,10 +401,6 @@ class KeyStats:
     def __init__(self, fast_epoch: int, slow_epoch: int) -> None:
         self.windows = 0  # windows with traffic seen (warm-up)
         self.count_ewma = 0.0
-        # the same count learned slowly (the mean of the key's windows, then an EWMA of about
-        # 80): at a span or two a window the fast one stands well above the key's rate after
-        # a chance busy stretch, and a drop is judged against the lower of the two
-        self.count_slow = 0.0
         # spans per window vary more than a Poisson count when calls come in bursts: this
         # EWMA of the squared deviation gives the key's own dispersion (variance / mean)
         self.count_var = 0.0
@@ -416,7 +411,9 @@ class KeyStats:
         # windows)
         self.error_run: tuple[float, float, int, bool] = _NO_ERROR_RUN
         self.slow_run: tuple[float, float, int] = _NO_RUN
-        # errors learned (decayed): an int 0, no float of its own, until the key first fails
+        # errors and spans learned (decayed as the slow baseline, about 80 windows): the spans
+        # are also the key's slow count (see expected_count). An int 0, no float of its own,
+        # until the key first fails
         self.err_k: float = 0
         self.err_n = 0.0
         self.fast = Sketches(fast_epoch)
@@ -457,7 +454,7 @@ class KeyStats:
         if not warm:
             return findings
         # --- traffic: a run of windows far below the expected count
-        expected = self.expected_count()
+        expected = self.expected_count(settings)
         # a quiet run that began at a key busy enough goes on being judged: its first window
         # is learned (a lone one is how bursty the key is), and must not take it below
         if expected >= settings.min_expected_count or self.low_streak[1]:
@@ -614,14 +611,22 @@ class KeyStats:
                     )
         return findings
 
-    def expected_count(self) -> float:
+    def expected_count(self, settings: Settings) -> float:
         """Spans expected in a window: the lower of the fast count, which follows the day, and
-        the slow one, which a chance busy stretch at a span or two a window does not lift."""
-        return min(self.count_ewma, self.count_slow)
+        the slow one, which a chance busy stretch at a span or two a window does not lift.
+        The slow count is the decayed spans learned for the error rate over the weight they
+        were learned with (as Adam's moment estimates are scaled); its windows are counted
+        as the key's windows with traffic, which overstates it at first for a key with empty
+        windows, and the fast count is then the lower."""
+        if self.windows < 1:
+            return self.count_ewma
+        slow = settings.slow_alpha
+        weighed = 1 - (1 - slow) ** self.windows
+        return min(self.count_ewma, self.err_n * slow / weighed)
 
-    def quiet_windows(self) -> float:
+    def quiet_windows(self, settings: Settings) -> float:
         """How many windows' worth of expected spans the run of quiet windows holds."""
-        expected = self.expected_count()
+        expected = self.expected_count(settings)
         return self.low_streak[1] / expected if expected else 0.0
 
     def quiet(self, settings: Settings) -> bool:
@@ -629,7 +634,7 @@ class KeyStats:
         lone quiet window, which at a span or two a window is common)."""
         observed, expected = self.low_streak
         return (
-            expected > QUIET_RUN * self.expected_count()
+            expected > QUIET_RUN * self.expected_count(settings)
             and observed <= settings.drop_ratio * expected
         )
 
@@ -650,16 +655,16 @@ class KeyStats:
         if anomalous:
             return
         a = settings.rate_alpha
-        if QUIET_RUN <= self.quiet_windows() <= settings.drop_windows:
-            # the second and later of a run of quiet windows not yet judged: a drop must not
-            # teach its own level. (A lone quiet window is learned: it is how bursty the key is.)
+        # the second and later of a run of quiet windows not yet judged: a drop must not teach
+        # its own level. (A lone quiet window is learned: it is how bursty the key is.)
+        quiet = QUIET_RUN <= self.quiet_windows(settings) <= settings.drop_windows
+        if quiet:
             pass
         elif self.windows <= 1:
-            self.count_ewma = self.count_slow = n
+            self.count_ewma = n
         else:
             deviation = n - self.count_ewma
             self.count_ewma += a * deviation
-            self.count_slow += max(settings.slow_alpha, 1 / self.windows) * (n - self.count_slow)
             # slower than the mean (a variance from a few windows is itself too noisy to
             # trust): about 80 windows, as the error rate
             slow = settings.slow_alpha
@@ -667,8 +672,8 @@ class KeyStats:
         # The windows of a run of suspicious ones are not learned either while it lasts (a
         # fault that shows a span at a time must not raise the baseline it is judged on);
         # judge() teaches them once the run turns out to be noise. Nor are the second and
-        # later of a slow run's.
-        if not self.error_run[2]:
+        # later of a slow run's, nor (the spans being the slow count) a drop's quiet ones.
+        if not self.error_run[2] and not quiet:
             keep = 1 - settings.slow_alpha
             errors = acc.errors if acc else 0
             if self.err_k or errors:
