@@ -9,6 +9,7 @@ import pytest
 
 from spanwatch.cli._eval import _parse_ns
 from spanwatch.detect import Detector
+from spanwatch.detect._own import own_time
 from spanwatch.model import Pattern
 from spanwatch.sim import DEFAULT_START_NS, NS, Fault, Simulator, chain, fanout, shop
 
@@ -246,3 +247,47 @@ def test_answers_agree_by_share_and_count(count: int, total: int, agree: bool) -
     from spanwatch.detect._rootcause import RootCause
 
     assert RootCause(Settings(), {}, {})._answers_agree(count, total) is agree
+
+
+@pytest.mark.parametrize(
+    ("calls", "own"),
+    [
+        ([], 100),
+        ([(10, 30), (40, 50)], 70),  # one after the other
+        ([(10, 60), (20, 40), (30, 70)], 40),  # in parallel: their union counts once
+        ([(90, 150)], 90),  # a call that outlived the span counts to its end
+        ([(-20, 5)], 95),  # one that began before it (a clock apart) from its start
+    ],
+)
+def test_own_time_is_the_span_outside_the_union_of_its_calls(
+    calls: list[tuple[int, int]], own: int
+) -> None:
+    assert own_time(0, 100, calls) == own
+
+
+def test_a_starved_service_in_front_of_a_long_chain_is_found_by_its_own_time() -> None:
+    """The chain's edge spends 1 ms of its own in front of a 25 ms chain; starved of CPU, that
+    grows 8x while its whole span grows a fifth (under the spike test's tail and the drift
+    test's margin): a latency spike at the edge, told by its own time, within a minute."""
+    fault = Fault(Pattern.LATENCY_SPIKE, "edge", "", WARMUP, 300, 8.0, where="cpu")
+    incidents = _incidents(Simulator(chain(), seed=0, faults=(fault,)), WARMUP + 360)
+    assert _roots(incidents) == [("latency_spike", "edge", "GET /v2/quote")]
+    (incident,) = incidents
+    assert incident["evidence"]["metric"] == "own_time_ms"
+    assert "its own time" in incident["summary"]
+    assert _parse_ns(incident["detected_at"]) - DEFAULT_START_NS - WARMUP * NS <= 60 * NS
+
+
+def test_a_slow_callee_leaves_its_callers_own_time_alone() -> None:
+    """The chain's ledger slowed 5x: every caller above it is slower by as much, but none of
+    that is their own time, and the one incident is the ledger's."""
+    fault = Fault(Pattern.LATENCY_SPIKE, "ledger", "POST /entries", WARMUP, 300, 5.0)
+    detector = Detector()
+    metrics = []
+    for batch in Simulator(chain(), seed=5, faults=(fault,)).batches(WARMUP + 360):
+        for event in detector.process(batch):
+            if event.type == "incident.opened":
+                incident = event.fields["incident"]
+                metrics.append((incident["root_cause"]["service"], incident["evidence"]["metric"]))
+    assert metrics and all(service == "ledger" for service, _ in metrics), metrics
+    assert "own_time_ms" not in {metric for _, metric in metrics}

@@ -352,14 +352,16 @@ class Detector:
             del self._window_traces[stale]
         self._windows_closed += 1
         traces = self._traces
-        window_traces = [spans for t in touched if (spans := traces.get(t))]
+        kept = [t for t in touched if traces.get(t)]
+        window_traces = [traces[t] for t in kept]
         # Structure only while the buffer holds whole traces: its oldest trace (the window of
         # its first span) old enough that nothing of the last windows has been evicted.
         oldest = next(iter(traces.values()), None)
         whole = oldest is not None and oldest[WINDOW] <= window - s.structure_guard_windows
         structure = self._structure
-        calls = structure.learn_edges(window_traces, window, whole)
+        calls = structure.learn_edges(window_traces, kept, window, whole)
         missing, stopped = structure.findings(calls, accs, traces, touched, window)
+        own = structure.own_findings()
         findings: dict[Key, list[Finding]] = {}
         learning = self._windows_closed <= s.learn_windows
         # keys in a run of quiet windows at a drop's level, significant yet or not: a caller
@@ -376,6 +378,8 @@ class Detector:
             acc = accs.get(key)
             found = stats.judge(acc, stats.windows >= s.warmup_windows, s)
             found += missing.get(key, ())
+            if (high := own.get(key)) is not None:
+                found.append(high)
             if acc is not None and acc.signatures:
                 found += self._new_errors.findings(key, acc, window, learning)
             if (made := calls.get(key)) is not None and made[1]:

@@ -232,6 +232,12 @@ def summary_of(pattern: Pattern, root: Operation, finding: Finding, front: str =
             f"{pattern.value.replace('_', ' ')} at {where}: error rate "
             f"{finding.observed:.0%} (baseline {finding.baseline:.1%})"
         )
+    if finding.metric == "own_time_ms":
+        return (
+            f"{pattern.value.replace('_', ' ')} at {where}: its own time (outside its calls) "
+            f"median {finding.observed:.1f} ms (baseline {finding.baseline:.1f} ms; its calls "
+            "are not slower)"
+        )
     if finding.family is Family.LATENCY:
         return (
             f"{pattern.value.replace('_', ' ')} at {where}: median "

@@ -81,7 +81,7 @@ class RootCause:
             return Operation(top.service, top.operation, top.scope), False, False, "", []
         if finding.metric == "missing_call_rate":
             return self._stopped_root(traces, key, finding, stopped)
-        if finding.metric == "new_call_count":  # what its own spans now do
+        if finding.metric in ("new_call_count", "own_time_ms"):  # what its own spans now do
             own = Operation(key.service, key.operation, key.scope)
             return own, False, False, "", list(finding.examples)
         if acc is None:

@@ -177,6 +177,16 @@ class Settings:
     # can churn faster than traces complete, and a trace evicted and made again holds a
     # parent without its earlier children)
     structure_guard_windows: int = 2
+    # --- own time: a handler span's time outside its calls (its duration less the union of
+    # its children's). A CPU-starved or stalled service shows there first: 1 ms of its own
+    # in front of a 25 ms chain grows 8x while its whole span grows a fifth, under the spike
+    # test's tail and the drift test's margin. Per key, the median own time of a window's
+    # spans whose calls all succeeded is learned slowly (as the error rate), and spans over
+    # own_factor x it (and over it by min_latency_delta_ms) are judged as errors are
+    # (min_slow, min_error_share, error_factor, p_value) against the share of them the
+    # key's healthy windows held; min_latency_samples such spans are learned first. A span
+    # with a failed call is left out: its retries and backoff are the callee's story.
+    own_factor: float = 2.0
     # --- severity: one step worse for a large deviation (error rate, latency ratio, share of
     # traffic lost, calls per trace) or a wide blast radius (an entry point, or this many
     # services); one step milder under minor_share of the window's spans affected

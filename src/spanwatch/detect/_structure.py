@@ -11,9 +11,10 @@ from typing import Any
 from spanwatch.model import SpanKind
 
 from ._keys import Key
+from ._own import OwnBaseline, OwnTimes, own_findings, own_time
 from ._settings import Settings
 from ._stats import EXAMPLES, CallShares, Family, Finding, KeyStats, WindowAcc, chernoff_upper
-from ._traces import DURATION, ERROR, KEY, PARENT, SPAN_ID, WIDTH, WINDOW, Traces, index
+from ._traces import DURATION, END, ERROR, KEY, PARENT, SPAN_ID, WIDTH, WINDOW, Traces, index
 
 # a new call's signature (beside the error signatures of its service): what a key's spans now
 # call, never called before
@@ -38,8 +39,9 @@ def ancestors(parents: dict[Key, set[Key]], keys: set[Key], limit: int = 256) ->
 
 
 class Structure:
-    """Learns the call graph (``parents``: each key's callers) and each key's usual calls
-    (``call_shares``), and finds the keys whose spans no longer make one."""
+    """Learns the call graph (``parents``: each key's callers), each key's usual calls
+    (``call_shares``) and own time, and finds the keys whose spans no longer make a usual
+    call; ``own`` holds the window's own times (see :mod:`._own`)."""
 
     def __init__(
         self,
@@ -52,21 +54,28 @@ class Structure:
         self.stats = stats
         self.parents = parents
         self.call_shares = call_shares
+        self.own_baselines: dict[Key, OwnBaseline] = {}
+        self.own: OwnTimes = {}
 
-    def learn_edges(self, traces: list[list[Any]], window: int, structure: bool) -> Calls:
-        """Learn the call graph from the window's spans; with ``structure``, also count what
-        the window's handler spans (server, consumer) called: for each key, (its spans that
-        did not fail, how many of them have a child of each key).
+    def learn_edges(
+        self, traces: list[list[Any]], trace_ids: list[bytes], window: int, structure: bool
+    ) -> Calls:
+        """Learn the call graph from the window's spans (of the traces ``trace_ids``); with
+        ``structure``, also count what the window's handler spans (server, consumer) called:
+        for each key, (its spans that did not fail, how many of them have a child of each
+        key); and note the own time of those whose calls all succeeded (``own``).
 
         Only handler spans shorter than a window less the lateness are counted: their
         children all ended since the previous window, while the buffer (``structure``) held
         every trace of it, so a missing child is one that was never sent."""
         s = self.settings
         counts: Calls = {}
+        own: OwnTimes = {}
+        self.own = own
         longest = s.window_ns - int(s.lateness_s * 1e9)
         full = s.max_spans_per_trace * WIDTH  # a trace cut short: not judged
         max_parents = s.max_parent_keys
-        for flat in traces:
+        for flat, trace_id in zip(traces, trace_ids, strict=True):
             if len(flat) == WIDTH:  # one span: no parent within the trace, and no calls
                 if structure:
                     _, _, key, error, duration, _, _, at = flat
@@ -102,11 +111,12 @@ class Structure:
                 continue
             errors = flat[ERROR::WIDTH]
             durations = flat[DURATION::WIDTH]
-            mine: dict[bytes, set[Key]] = {span_ids[j]: set() for j in handlers}
-            for parent, key in zip(flat[PARENT::WIDTH], keys, strict=True):
+            ends = flat[END::WIDTH]
+            mine: dict[bytes, list[int]] = {span_ids[j]: [] for j in handlers}
+            for i, parent in enumerate(flat[PARENT::WIDTH]):
                 below = mine.get(parent)
                 if below is not None:
-                    below.add(key)
+                    below.append(i)
             for j in handlers:
                 if errors[j] or durations[j] > longest:
                     continue
@@ -115,7 +125,13 @@ class Structure:
                 if entry is None:
                     entry = counts[key] = (0, Counter())
                 counts[key] = (entry[0] + 1, entry[1])
-                entry[1].update(mine[span_ids[j]])
+                below = mine[span_ids[j]]
+                entry[1].update({keys[i] for i in below})
+                if below and not any(errors[i] for i in below):
+                    end = ends[j]
+                    calls = [(ends[i] - durations[i], ends[i]) for i in below]
+                    own_ns = own_time(end - durations[j], end, calls)
+                    own.setdefault(key, []).append((own_ns, trace_id, span_ids[j]))
         return counts
 
     def findings(
@@ -174,8 +190,13 @@ class Structure:
             ]
         return out, stopped
 
+    def own_findings(self) -> dict[Key, Finding]:
+        """The keys whose own time this window is high (see :func:`._own.own_findings`)."""
+        return own_findings(self.own, self.own_baselines, self.stats, self.settings)
+
     def learn_calls(self, calls: Calls, findings: dict[Key, list[Finding]]) -> None:
-        """Fold the window's calls into each key's usual ones, but for keys with findings."""
+        """Fold the window's calls and own times into each key's usual ones, but for keys
+        with findings."""
         s = self.settings
         decay = 1 - s.slow_alpha  # as the error rate
         for key, (n, children) in calls.items():
@@ -184,10 +205,17 @@ class Structure:
                 if shares is None:
                     shares = self.call_shares[key] = CallShares()
                 shares.learn(n, children, decay, s.max_child_keys)
+        for key, own in self.own.items():
+            if key not in findings:
+                base = self.own_baselines.get(key)
+                if base is None:
+                    base = self.own_baselines[key] = OwnBaseline()
+                base.learn(own, s)
 
     def forget(self, key: Key) -> None:
         self.parents.pop(key, None)
         self.call_shares.pop(key, None)
+        self.own_baselines.pop(key, None)
 
 
 def missing_calls(

@@ -32,9 +32,10 @@ class TraceSpan(NamedTuple):
 make_span = partial(tuple.__new__, TraceSpan)
 WIDTH = len(TraceSpan._fields)
 SPAN_ID, PARENT, KEY, WINDOW = 0, 1, 2, WIDTH - 1
-ERROR, DURATION = 3, 4
+ERROR, DURATION, END = 3, 4, 6
 assert TraceSpan._fields.index("window") == WINDOW
 assert TraceSpan._fields.index("duration") == DURATION
+assert TraceSpan._fields.index("end") == END
 
 
 def spans(flat: list[Any] | None) -> list[TraceSpan]:

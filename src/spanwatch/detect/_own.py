@@ -1,0 +1,107 @@
+"""Own time: a handler span's time outside its calls. A CPU-starved or stalled service spends
+it; a slow callee, or the network in front of one, does not (see Settings.own_factor)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from statistics import median
+
+from ._keys import Key
+from ._settings import Settings
+from ._stats import EXAMPLES, Family, Finding, KeyStats, chernoff_upper
+
+# a window's own times of a key's spans: (own time ns, trace id, span id) of each
+OwnTimes = dict[Key, list[tuple[int, bytes, bytes]]]
+
+
+def own_time(start: int, end: int, calls: Iterable[tuple[int, int]]) -> int:
+    """The time of [start, end] outside the union of the calls' (start, end) intervals (calls
+    made in parallel count once; a call that outlived the span counts to its end)."""
+    own, at = end - start, start
+    for call_start, call_end in sorted(calls):
+        call_start, call_end = max(call_start, at), min(call_end, end)
+        if call_end > call_start:
+            own -= call_end - call_start
+            at = call_end
+    return own
+
+
+class OwnBaseline:
+    """One key's own time: its windows' median, and the share of its spans over the bar
+    (decayed counts, as the error rate)."""
+
+    __slots__ = ("high", "median", "rising", "spans")
+
+    def __init__(self) -> None:
+        self.median = -1.0  # none learned yet
+        self.high = 0.0
+        self.spans = 0.0
+        # windows in a row whose median was over drift_factor x the learned one: a creep
+        # crosses that long before the bar, a step crosses both at once
+        self.rising = 0
+
+    def bar(self, settings: Settings) -> float:
+        """The own time (ns) above which a span's is high."""
+        return max(
+            settings.own_factor * self.median, self.median + settings.min_latency_delta_ms * 1e6
+        )
+
+    def learn(self, own: list[tuple[int, bytes, bytes]], settings: Settings) -> None:
+        """Fold in a window's own times (of :data:`OwnTimes`)."""
+        mid = median(span[0] for span in own)
+        if self.median < 0:
+            self.median = mid
+        else:
+            self.median += settings.slow_alpha * (mid - self.median)
+        bar = self.bar(settings)
+        keep = 1 - settings.slow_alpha
+        self.high = keep * self.high + sum(1 for span in own if span[0] > bar)
+        self.spans = keep * self.spans + len(own)
+
+
+def own_findings(
+    times: OwnTimes,
+    baselines: dict[Key, OwnBaseline],
+    stats: dict[Key, KeyStats],
+    settings: Settings,
+) -> dict[Key, Finding]:
+    """Keys past their warm-up with more spans over the own time bar this window than their
+    healthy windows held: a latency finding each, with the highest as examples."""
+    s = settings
+    out: dict[Key, Finding] = {}
+    for key, own in times.items():
+        base = baselines.get(key)
+        if base is None or base.spans < s.min_latency_samples:
+            continue
+        learned = stats.get(key)
+        if learned is None or learned.windows < s.warmup_windows:
+            continue
+        mid = median(span[0] for span in own)
+        base.rising = base.rising + 1 if mid > s.drift_factor * base.median else 0
+        bar = base.bar(s)
+        high = [span for span in own if span[0] > bar]
+        k, n = len(high), len(own)
+        p0 = max(s.min_error_rate, base.high / base.spans)
+        if (
+            k >= s.min_slow
+            and k / n >= max(s.min_error_share, s.error_factor * p0)
+            and chernoff_upper(k, n, p0) < s.p_value
+        ):
+            high.sort(reverse=True)
+            # severity reads how much slower the key's spans got: the own time's growth
+            # against their whole median (8x of 1 ms in a 25 ms span is a fifth slower)
+            whole = max(learned.quantiles()[0], base.median, 1.0)
+            out[key] = Finding(
+                Family.LATENCY,
+                "own_time_ms",
+                mid / 1e6,
+                base.median / 1e6,
+                "ms",
+                (whole + max(0.0, mid - base.median)) / whole,
+                k,
+                # a creep: the median rose windows ago and is not yet over the bar (a step
+                # takes it over at once), or rose drift_recent windows before the bar
+                drift=base.rising > s.drift_recent or (base.rising > 1 and mid <= bar),
+                examples=tuple((trace_id, span_id) for _, trace_id, span_id in high[:EXAMPLES]),
+            )
+    return out
