@@ -126,12 +126,30 @@ class Structure:
                     entry = counts[key] = (0, Counter())
                 counts[key] = (entry[0] + 1, entry[1])
                 below = mine[span_ids[j]]
-                entry[1].update({keys[i] for i in below})
-                if below and not any(errors[i] for i in below):
-                    end = ends[j]
+                if not below:
+                    continue
+                end = ends[j]
+                if len(below) == 1:  # most handlers make one call: no sort, no union
+                    (i,) = below
+                    entry[1][keys[i]] += 1
+                    if errors[i]:
+                        continue
+                    own_ns = durations[j]
+                    call_end = ends[i]
+                    call_start = call_end - durations[i]
+                    if call_end > end:
+                        call_end = end
+                    if call_start < end - own_ns:
+                        call_start = end - own_ns
+                    if call_end > call_start:
+                        own_ns -= call_end - call_start
+                else:
+                    entry[1].update({keys[i] for i in below})
+                    if any(errors[i] for i in below):
+                        continue
                     calls = [(ends[i] - durations[i], ends[i]) for i in below]
                     own_ns = own_time(end - durations[j], end, calls)
-                    own.setdefault(key, []).append((own_ns, trace_id, span_ids[j]))
+                own.setdefault(key, []).append((own_ns, trace_id, span_ids[j]))
         return counts
 
     def findings(
