@@ -99,9 +99,10 @@ def own_findings(
                 "ms",
                 (whole + max(0.0, mid - base.median)) / whole,
                 k,
-                # a creep: the median rose windows ago and is not yet over the bar (a step
-                # takes it over at once), or rose drift_recent windows before the bar
-                drift=base.rising > s.drift_recent or (base.rising > 1 and mid <= bar),
+                # a creep: the typical span moved part way (its median over drift_factor x
+                # the learned one, not yet over the bar: a step takes it over at once, and a
+                # step of a few spans leaves it), or rose drift_recent windows before the bar
+                drift=base.rising > s.drift_recent or (base.rising > 0 and mid <= bar),
                 examples=tuple((trace_id, span_id) for _, trace_id, span_id in high[:EXAMPLES]),
             )
     return out
