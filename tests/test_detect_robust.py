@@ -3,6 +3,7 @@ a window, sparse new errors, bursty callers, and one incident per fault."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from typing import Any
 
 import pytest
@@ -291,3 +292,38 @@ def test_a_slow_callee_leaves_its_callers_own_time_alone() -> None:
                 metrics.append((incident["root_cause"]["service"], incident["evidence"]["metric"]))
     assert metrics and all(service == "ledger" for service, _ in metrics), metrics
     assert "own_time_ms" not in {metric for _, metric in metrics}
+
+
+@pytest.mark.parametrize(
+    "calls",
+    [
+        [(10, 30)],
+        [(-20, 5)],  # began before its parent
+        [(90, 150)],  # outlived it
+        [(120, 150)],  # wholly after it
+        [(40, 40)],  # no length
+        [(10, 60), (20, 40), (30, 70)],
+    ],
+)
+def test_the_call_graph_pass_takes_own_time_as_own_time_does(calls: list[tuple[int, int]]) -> None:
+    """The pass over a window's traces (with its shortcut for a handler with one call) notes
+    the same own time as :func:`own_time`."""
+    from spanwatch.detect import Settings
+    from spanwatch.detect._keys import Key
+    from spanwatch.detect._structure import Structure
+    from spanwatch.detect._traces import TraceSpan
+    from spanwatch.model import SpanKind
+
+    settings = Settings()
+    window, base = 7, 7 * settings.window_ns
+    handler = Key("api", "GET /x", int(SpanKind.SERVER))
+    client = Key("api", "GET db", int(SpanKind.CLIENT))
+    spans = [TraceSpan(b"h", b"", handler, False, 100, ("", ""), base + 100, window)]
+    spans += [
+        TraceSpan(b"c%d" % i, b"h", client, False, end - start, ("", ""), base + end, window)
+        for i, (start, end) in enumerate(calls)
+    ]
+    flat = [field for span in spans for field in span]
+    structure = Structure(settings, {}, defaultdict(set), {})
+    structure.learn_edges([flat], [b"t"], window, True)
+    assert structure.own == {handler: [(own_time(0, 100, calls), b"t", b"h")]}

@@ -30,14 +30,15 @@ class OwnBaseline:
     """One key's own time: its windows' median, and the share of its spans over the bar
     (decayed counts, as the error rate)."""
 
-    __slots__ = ("high", "median", "rising", "spans")
+    __slots__ = ("high", "median", "rising", "spans", "windows")
 
     def __init__(self) -> None:
         self.median = -1.0  # none learned yet
         self.high = 0.0
         self.spans = 0.0
-        # windows in a row whose median was over drift_factor x the learned one: a creep
-        # crosses that long before the bar, a step crosses both at once
+        self.windows = 0  # windows learned (to warmup_windows: a small int, no object of its own)
+        # windows in a row whose median was over drift_factor x the learned one but not over
+        # the bar: a creep crosses the one long before the other, a step crosses both at once
         self.rising = 0
 
     def bar(self, settings: Settings) -> float:
@@ -57,6 +58,7 @@ class OwnBaseline:
         keep = 1 - settings.slow_alpha
         self.high = keep * self.high + sum(1 for span in own if span[0] > bar)
         self.spans = keep * self.spans + len(own)
+        self.windows = min(self.windows + 1, settings.warmup_windows)
 
 
 def own_findings(
@@ -71,14 +73,17 @@ def own_findings(
     out: dict[Key, Finding] = {}
     for key, own in times.items():
         base = baselines.get(key)
-        if base is None or base.spans < s.min_latency_samples:
+        if base is None or base.spans < s.min_latency_samples or base.windows < s.warmup_windows:
             continue
         learned = stats.get(key)
         if learned is None or learned.windows < s.warmup_windows:
             continue
         mid = median(span[0] for span in own)
-        base.rising = base.rising + 1 if mid > s.drift_factor * base.median else 0
         bar = base.bar(s)
+        if mid <= s.drift_factor * base.median:
+            base.rising = 0
+        elif mid <= bar:
+            base.rising += 1
         high = [span for span in own if span[0] > bar]
         k, n = len(high), len(own)
         p0 = max(s.min_error_rate, base.high / base.spans)
@@ -101,7 +106,7 @@ def own_findings(
                 k,
                 # a creep: the typical span moved part way (its median over drift_factor x
                 # the learned one, not yet over the bar: a step takes it over at once, and a
-                # step of a few spans leaves it), or rose drift_recent windows before the bar
+                # step of a few spans leaves it), or did for drift_recent windows before
                 drift=base.rising > s.drift_recent or (base.rising > 0 and mid <= bar),
                 examples=tuple((trace_id, span_id) for _, trace_id, span_id in high[:EXAMPLES]),
             )

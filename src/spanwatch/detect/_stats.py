@@ -49,6 +49,9 @@ EPOCH_SPANS = 50
 _RUN_WINDOWS = 2
 # a quiet run's expected spans past one and a half windows' worth: its second window or later
 QUIET_RUN = 1.5
+# err_windows counts to this at most: past it the weight learned is 1 within 0.2% (and an int
+# this small is a shared object, no memory of its own)
+ERR_WINDOWS = 255
 _NO_STREAK = (0.0, 0.0)
 _NO_RUN: tuple[float, float, int] = (0.0, 0.0, 0)
 # an error run: (errors, spans, windows, whether it gave a finding)
@@ -390,6 +393,7 @@ class KeyStats:
         "drift_ring",
         "err_k",
         "err_n",
+        "err_windows",
         "error_run",
         "fast",
         "low_streak",
@@ -416,6 +420,10 @@ class KeyStats:
         # until the key first fails
         self.err_k: float = 0
         self.err_n = 0.0
+        # the windows err_n learned (to ERR_WINDOWS: a small int, no object of its own): the
+        # weight it holds, which windows with traffic miscount (an empty window is learned,
+        # an anomalous one is not)
+        self.err_windows = 0
         self.fast = Sketches(fast_epoch)
         self.slow = Sketches(slow_epoch)
         # (observed, expected) spans over a run of low-traffic windows
@@ -615,13 +623,11 @@ class KeyStats:
         """Spans expected in a window: the lower of the fast count, which follows the day, and
         the slow one, which a chance busy stretch at a span or two a window does not lift.
         The slow count is the decayed spans learned for the error rate over the weight they
-        were learned with (as Adam's moment estimates are scaled); its windows are counted
-        as the key's windows with traffic, which overstates it at first for a key with empty
-        windows, and the fast count is then the lower."""
-        if self.windows < 1:
+        were learned with (as Adam's moment estimates are scaled)."""
+        if self.err_windows < 1:
             return self.count_ewma
         slow = settings.slow_alpha
-        weighed = 1 - (1 - slow) ** self.windows
+        weighed = 1 - (1 - slow) ** self.err_windows
         return min(self.count_ewma, self.err_n * slow / weighed)
 
     def quiet_windows(self, settings: Settings) -> float:
@@ -679,6 +685,8 @@ class KeyStats:
             if self.err_k or errors:
                 self.err_k = keep * self.err_k + errors
             self.err_n = keep * self.err_n + n
+            if self.err_windows < ERR_WINDOWS:
+                self.err_windows += 1
         durations = acc.durations if acc and self.slow_run[2] < _RUN_WINDOWS else []
         if durations:
             self._quantiles = None

@@ -217,18 +217,21 @@ class Structure:
         with findings."""
         s = self.settings
         decay = 1 - s.slow_alpha  # as the error rate
+        stats = self.stats
         for key, (n, children) in calls.items():
-            if key not in findings:
+            # (a key evicted while its spans were in the buffer has no stats: nothing learned)
+            if key not in findings and key in stats:
                 shares = self.call_shares.get(key)
                 if shares is None:
                     shares = self.call_shares[key] = CallShares()
                 shares.learn(n, children, decay, s.max_child_keys)
         for key, own in self.own.items():
-            if key not in findings:
+            if key not in findings and key in stats:
                 base = self.own_baselines.get(key)
                 if base is None:
                     base = self.own_baselines[key] = OwnBaseline()
                 base.learn(own, s)
+        self.own = {}  # the window's, not kept (nor snapshotted) past it
 
     def forget(self, key: Key) -> None:
         self.parents.pop(key, None)
