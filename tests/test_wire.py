@@ -214,6 +214,31 @@ def test_what_protobuf_merges_the_fast_path_merges() -> None:
     assert fast.batch.status_code == [2]
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        _field(1, 2, b"") + b"\x0a\x80\x80\x80\x80\x80\x00",  # a length in six bytes
+        b"\x0a" + b"\x80" * 9 + b"\x00",  # a length in ten bytes
+        b"\x8a\x80\x80\x80\x80\x00\x00",  # a tag in six bytes
+        _field(1, 2, b"\x12\x80\x80\x80\x80\x80\x00"),  # a nested length in six bytes
+        _field(1, 2, b"\x92\x80\x80\x80\x80\x00\x00"),  # a nested tag in six bytes
+    ],
+    ids=["length-6", "length-10", "tag-6", "nested-length-6", "nested-tag-6"],
+)
+def test_a_tag_or_length_over_five_bytes_goes_to_protobuf(body: bytes) -> None:
+    """Protobuf reads a tag or a length in at most five bytes and refuses a longer encoding,
+    even of zero, as corrupt; the fast path leaves it to protobuf (a fuzzing find)."""
+    assert _wire.decode(body) is None
+    assert outcome(body, native=True) == outcome(body, native=False)
+    assert outcome(body, native=False)[0] == "malformed"
+
+
+def test_a_tag_or_length_in_five_bytes_takes_the_fast_path() -> None:
+    body = b"\x0a\x80\x80\x80\x80\x00" + b"\x8a\x80\x80\x80\x00\x00"
+    assert _wire.decode(body) is not None
+    assert outcome(body, native=True) == outcome(body, native=False)
+
+
 def test_unknown_fields_and_invalid_text_go_to_protobuf() -> None:
     body = many_spans(2).SerializeToString()
     unknown = body + _field(9, 0, b"\x01")  # a field ExportTraceServiceRequest does not have

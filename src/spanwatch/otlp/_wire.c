@@ -39,9 +39,17 @@ static int read_varint(Buf *b, uint64_t *out) {
     return BAIL;
 }
 
+/* A tag or a length: protobuf reads these in at most five bytes (a longer encoding, even of a
+ * small number, is refused as corrupt), so a longer one is left to it. */
+static int read_varint32(Buf *b, uint64_t *out) {
+    const uint8_t *start = b->p;
+    if (read_varint(b, out) < 0 || b->p - start > 5) return BAIL;
+    return 0;
+}
+
 static int read_tag(Buf *b, uint32_t *field, uint32_t *wt) {
     uint64_t tag;
-    if (read_varint(b, &tag) < 0 || tag > UINT32_MAX) return BAIL;
+    if (read_varint32(b, &tag) < 0 || tag > UINT32_MAX) return BAIL;
     *field = (uint32_t)(tag >> 3);
     *wt = (uint32_t)(tag & 7);
     return *field == 0 ? BAIL : 0;
@@ -49,7 +57,7 @@ static int read_tag(Buf *b, uint32_t *field, uint32_t *wt) {
 
 static int read_len(Buf *b, Buf *sub) {
     uint64_t n;
-    if (read_varint(b, &n) < 0 || n > (uint64_t)(b->end - b->p)) return BAIL;
+    if (read_varint32(b, &n) < 0 || n > (uint64_t)(b->end - b->p)) return BAIL;
     sub->p = b->p;
     sub->end = b->p + n;
     b->p += n;
