@@ -277,6 +277,12 @@ def test_a_starved_service_in_front_of_a_long_chain_is_found_by_its_own_time() -
     assert incident["evidence"]["metric"] == "own_time_ms"
     assert "its own time" in incident["summary"]
     assert _parse_ns(incident["detected_at"]) - DEFAULT_START_NS - WARMUP * NS <= 60 * NS
+    # the evidence follows the own time window by window, as any other measure: high while
+    # the fault lasts, back to its baseline after
+    series = incident["series"]
+    assert len(series) >= 10, series
+    assert all(point["observed"] > 4 * point["baseline"] for point in series[:5]), series
+    assert series[-1]["observed"] < 2 * series[-1]["baseline"], series
 
 
 def test_a_slow_callee_leaves_its_callers_own_time_alone() -> None:

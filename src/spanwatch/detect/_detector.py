@@ -394,6 +394,7 @@ class Detector:
             stats.learn(acc, bool(found), s)
         for key, finding in self._retries.findings(window_traces, accs):
             findings.setdefault(key, []).append(finding)
+        own_times = structure.own  # the window's, for the incidents' measures below
         structure.learn_calls(calls, findings)
         # A key at a span or two a window shows its errors in some windows only: while its
         # run of errors that gave a finding lasts, it still fails now, for the drops below it.
@@ -421,7 +422,7 @@ class Detector:
             quiet_roots,
         )
         total = sum(a.count for a in accs.values())
-        events = self._incidents.update(groups, window, total, accs, traces)
+        events = self._incidents.update(groups, window, total, accs, traces, own_times)
         expire(traces, window, s.trace_windows)
         return events
 

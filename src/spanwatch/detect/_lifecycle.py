@@ -29,6 +29,7 @@ from ._grouping import (
     summary_of,
 )
 from ._keys import Key
+from ._own import OwnTimes, own_bar
 from ._rootcause import critical_path
 from ._settings import Settings
 from ._stats import Family, Finding, KeyStats, WindowAcc, median
@@ -139,9 +140,11 @@ class Incidents:
         window_spans: int,
         accs: dict[Key, WindowAcc],
         traces: Traces,
+        own: OwnTimes,
     ) -> list[Event]:
         """Open, update and resolve incidents on a closed window's groups (``window_spans``:
-        the window's spans of every key; ``accs``: each key's window)."""
+        the window's spans of every key; ``accs``: each key's window; ``own``: its handler
+        spans' own times)."""
         events: list[Event] = []
         start_ns = window * self.w
         end_ns = start_ns + self.w
@@ -226,7 +229,7 @@ class Incidents:
                 )
                 opened = Open(incident, keys, window, key, finding, group.front)
                 opened.shown_window = window
-                self._measure_into(opened, accs, window, at_opening=True)
+                self._measure_into(opened, accs, own, window, at_opening=True)
                 self.open[root] = opened
                 events.append(Event.incident(EventType.INCIDENT_OPENED, opened.incident))
                 continue
@@ -272,10 +275,10 @@ class Incidents:
                     evidence=evidence,
                 )
                 current.shown_window = window
-                self._measure_into(current, accs, window, at_opening=True)
+                self._measure_into(current, accs, own, window, at_opening=True)
                 events.append(Event.incident(EventType.INCIDENT_UPDATED, current.incident))
         for current in self.open.values():  # the evidence follows the fault
-            if current.shown_window != window and self._measure_into(current, accs, window):
+            if current.shown_window != window and self._measure_into(current, accs, own, window):
                 events.append(Event.incident(EventType.INCIDENT_UPDATED, current.incident))
             lead_acc = accs.get(current.lead)
             if current.last_window != window and lead_acc is not None and lead_acc.count:
@@ -299,14 +302,19 @@ class Incidents:
         return events
 
     def _measure_into(
-        self, current: Open, accs: dict[Key, WindowAcc], window: int, at_opening: bool = False
+        self,
+        current: Open,
+        accs: dict[Key, WindowAcc],
+        own: OwnTimes,
+        window: int,
+        at_opening: bool = False,
     ) -> bool:
         """Add this window's measure of the incident's lead key to its evidence and series;
         whether the change is worth an update now (never ``at_opening``: an event is going
         out anyway, and it carries the finding's own value)."""
         old = current.incident
         evidence = old.evidence
-        measured = self._measure(evidence.metric, current.lead, current.finding.signature, accs)
+        measured = self._measure(evidence, current.lead, current.finding.signature, accs, own)
         if measured is None:
             return False
         value, share_now, spans = measured
@@ -352,10 +360,23 @@ class Incidents:
         return True
 
     def _measure(
-        self, metric: str, key: Key, signature: str, accs: dict[Key, WindowAcc]
+        self,
+        evidence: Evidence,
+        key: Key,
+        signature: str,
+        accs: dict[Key, WindowAcc],
+        own: OwnTimes,
     ) -> tuple[float, float, int] | None:
         """(value, share of the key's spans affected, weight) of an evidence metric in this
         window; None when the window cannot tell (no spans of the key)."""
+        metric = evidence.metric
+        if metric == "own_time_ms":
+            times = [span[0] for span in own.get(key, ())]
+            if not times:
+                return None
+            bar = own_bar(evidence.baseline * 1e6, self.settings)
+            high = sum(1 for t in times if t > bar)
+            return median(times) / 1e6, high / len(times), len(times)
         acc = accs.get(key)
         stats = self.stats.get(key)
         if metric == "requests_per_window":

@@ -4,7 +4,6 @@ it; a slow callee, or the network in front of one, does not (see Settings.own_fa
 from __future__ import annotations
 
 from collections.abc import Iterable
-from statistics import median
 
 from ._keys import Key
 from ._settings import Settings
@@ -26,6 +25,11 @@ def own_time(start: int, end: int, calls: Iterable[tuple[int, int]]) -> int:
     return own
 
 
+def own_bar(median_ns: float, settings: Settings) -> float:
+    """The own time (ns) above which a span's is high, for a learned median own time."""
+    return max(settings.own_factor * median_ns, median_ns + settings.min_latency_delta_ms * 1e6)
+
+
 class OwnBaseline:
     """One key's own time: its windows' median, and the share of its spans over the bar
     (decayed counts, as the error rate)."""
@@ -43,13 +47,10 @@ class OwnBaseline:
 
     def bar(self, settings: Settings) -> float:
         """The own time (ns) above which a span's is high."""
-        return max(
-            settings.own_factor * self.median, self.median + settings.min_latency_delta_ms * 1e6
-        )
+        return own_bar(self.median, settings)
 
-    def learn(self, own: list[tuple[int, bytes, bytes]], settings: Settings) -> None:
-        """Fold in a window's own times (of :data:`OwnTimes`)."""
-        mid = median(span[0] for span in own)
+    def learn(self, own: list[tuple[int, bytes, bytes]], mid: float, settings: Settings) -> None:
+        """Fold in a window's own times (of :data:`OwnTimes`) and their median ``mid``."""
         if self.median < 0:
             self.median = mid
         else:
@@ -63,12 +64,14 @@ class OwnBaseline:
 
 def own_findings(
     times: OwnTimes,
+    medians: dict[Key, float],
     baselines: dict[Key, OwnBaseline],
     stats: dict[Key, KeyStats],
     settings: Settings,
 ) -> dict[Key, Finding]:
     """Keys past their warm-up with more spans over the own time bar this window than their
-    healthy windows held: a latency finding each, with the highest as examples."""
+    healthy windows held: a latency finding each, with the highest as examples (``medians``:
+    each key's median own time this window)."""
     s = settings
     out: dict[Key, Finding] = {}
     for key, own in times.items():
@@ -78,7 +81,7 @@ def own_findings(
         learned = stats.get(key)
         if learned is None or learned.windows < s.warmup_windows:
             continue
-        mid = median(span[0] for span in own)
+        mid = medians[key]
         bar = base.bar(s)
         if mid <= s.drift_factor * base.median:
             base.rising = 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
+from statistics import median
 from typing import Any
 
 from spanwatch.model import SpanKind
@@ -56,6 +57,7 @@ class Structure:
         self.call_shares = call_shares
         self.own_baselines: dict[Key, OwnBaseline] = {}
         self.own: OwnTimes = {}
+        self.own_medians: dict[Key, float] = {}  # of the window's own times, once
 
     def learn_edges(
         self, traces: list[list[Any]], trace_ids: list[bytes], window: int, structure: bool
@@ -210,7 +212,10 @@ class Structure:
 
     def own_findings(self) -> dict[Key, Finding]:
         """The keys whose own time this window is high (see :func:`._own.own_findings`)."""
-        return own_findings(self.own, self.own_baselines, self.stats, self.settings)
+        self.own_medians = {key: median(span[0] for span in own) for key, own in self.own.items()}
+        return own_findings(
+            self.own, self.own_medians, self.own_baselines, self.stats, self.settings
+        )
 
     def learn_calls(self, calls: Calls, findings: dict[Key, list[Finding]]) -> None:
         """Fold the window's calls and own times into each key's usual ones, but for keys
@@ -230,8 +235,9 @@ class Structure:
                 base = self.own_baselines.get(key)
                 if base is None:
                     base = self.own_baselines[key] = OwnBaseline()
-                base.learn(own, s)
-        self.own = {}  # the window's, not kept (nor snapshotted) past it
+                mid = self.own_medians.get(key)
+                base.learn(own, median(span[0] for span in own) if mid is None else mid, s)
+        self.own, self.own_medians = {}, {}  # the window's, not kept (nor snapshotted) past it
 
     def forget(self, key: Key) -> None:
         self.parents.pop(key, None)
