@@ -301,19 +301,26 @@ def test_a_slow_callee_leaves_its_callers_own_time_alone() -> None:
 
 
 @pytest.mark.parametrize(
-    "calls",
+    ("calls", "abrupt"),
     [
-        [(10, 30)],
-        [(-20, 5)],  # began before its parent
-        [(90, 150)],  # outlived it
-        [(120, 150)],  # wholly after it
-        [(40, 40)],  # no length
-        [(10, 60), (20, 40), (30, 70)],
+        ([(10, 30)], False),
+        ([(-20, 5)], False),  # began before its parent
+        ([(90, 150)], False),  # outlived it
+        ([(120, 150)], False),  # wholly after it
+        ([(40, 40)], False),  # no length
+        ([(10, 60), (20, 40), (30, 70)], False),
+        ([(5, 99)], True),  # 1 of its 6 own after the answer: within a fifth
+        ([(10, 95)], False),  # 5 of its 15 after it: work of its own
+        ([(0, 40), (41, 100)], True),  # ended as its last call answered
+        ([(0, 40), (41, 100), (10, 20)], True),  # the last to answer counts, in any order
     ],
 )
-def test_the_call_graph_pass_takes_own_time_as_own_time_does(calls: list[tuple[int, int]]) -> None:
+def test_the_call_graph_pass_takes_own_time_as_own_time_does(
+    calls: list[tuple[int, int]], abrupt: bool
+) -> None:
     """The pass over a window's traces (with its shortcut for a handler with one call) notes
-    the same own time as :func:`own_time`."""
+    the same own time as :func:`own_time`, and whether the span ended as its last call
+    answered (within answer_gap of its own time)."""
     from spanwatch.detect import Settings
     from spanwatch.detect._keys import Key
     from spanwatch.detect._structure import Structure
@@ -332,4 +339,4 @@ def test_the_call_graph_pass_takes_own_time_as_own_time_does(calls: list[tuple[i
     flat = [field for span in spans for field in span]
     structure = Structure(settings, {}, defaultdict(set), {})
     structure.learn_edges([flat], [b"t"], window, True)
-    assert structure.own == {handler: [(own_time(0, 100, calls), b"t", b"h")]}
+    assert structure.own == {handler: [(own_time(0, 100, calls), b"t", b"h", abrupt)]}

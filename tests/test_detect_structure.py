@@ -12,7 +12,7 @@ from typing import Any
 from spanwatch.cli._eval import _without_status
 from spanwatch.detect import Detector, Settings
 from spanwatch.model import Pattern, Span, SpanBatch, SpanKind
-from spanwatch.sim import NS, Fault, Simulator
+from spanwatch.sim import NS, Fault, Simulator, chain
 
 WARMUP = 600.0
 FAULT = Fault(Pattern.ERROR_BURST, "payments", "POST /v1/charges", WARMUP, 240, 0.4)
@@ -161,5 +161,56 @@ def test_a_wrong_result_without_status_codes_is_blamed_on_its_answerer() -> None
     assert len(opened) == 1, opened
     (incident,) = opened
     assert incident["root_cause"] == {"service": "inventory", "operation": "/Inventory/Reserve"}
-    assert incident["evidence"]["metric"] == "missing_call_rate"
+    # checkout ends as each wrong answer comes, and makes none of its later calls: both tell
+    # it, the first is a new error's evidence
+    assert incident["pattern"] == "new_error"
+    assert incident["evidence"]["metric"] == "abrupt_end_rate"
     assert "the answers of inventory" in incident["summary"]
+
+
+def test_a_wrong_result_read_last_without_status_codes_is_told_by_how_its_callers_end() -> None:
+    """No status codes, and tax's wrong answers come last in pricing's spans (on most of them
+    it calls nothing after): pricing makes no call fewer, only ends as each answer comes,
+    where it does its own work after it. A new error of tax's answers, within a minute."""
+    fault = Fault(Pattern.NEW_ERROR, "tax", "/Tax/Compute", WARMUP, 240, 0.4, "answer")
+    sim = Simulator(chain(), seed=3, faults=(fault,))
+    events = _events(Detector(), _stripped(sim, WARMUP + 360))
+    opened = [e for e in events if e["type"] == "incident.opened"]
+    assert len(opened) == 1, opened
+    (incident,) = opened
+    assert incident["pattern"] == "new_error"
+    assert incident["root_cause"] == {"service": "tax", "operation": "/Tax/Compute"}
+    assert incident["evidence"]["metric"] == "abrupt_end_rate"
+    assert 0.2 < incident["evidence"]["observed"] <= 1.0
+    assert "the answers of tax" in incident["summary"]
+    start = sim.start_ns + int(WARMUP * NS)
+    assert start < _ns(incident["detected_at"]) <= start + 60 * NS
+    resolved = [e for e in events if e["type"] == "incident.resolved"]
+    assert [e["id"] for e in resolved] == [incident["id"]]  # and it ends with the fault
+
+
+def test_handlers_that_always_end_on_an_answer_raise_nothing() -> None:
+    """Handlers whose own work comes before their calls (each ends as its call answers) have
+    learned so: a proxy's spans all ending on an answer is no new error."""
+    rows = _stripped(Simulator(chain(), seed=4, day_s=1800), 1800)
+    events = _events(Detector(), [_work_first(batch) for batch in rows])
+    assert events == _events(Detector(), rows)  # nothing the traffic as it was did not raise
+    assert not [e for e in events if e["evidence"]["metric"] == "abrupt_end_rate"]
+
+
+def _work_first(batch: SpanBatch) -> SpanBatch:
+    """The batch with every handler span ending as its last call ends (its own time moved
+    before its calls)."""
+    spans = batch.rows()
+    last_end: dict[bytes, int] = {}
+    for span in spans:
+        if span.parent_span_id:
+            last_end[span.parent_span_id] = max(last_end.get(span.parent_span_id, 0), span.end_ns)
+    return SpanBatch.from_spans(
+        [
+            replace(span, end_ns=last_end[span.span_id])
+            if span.kind == SpanKind.SERVER and span.span_id in last_end
+            else span
+            for span in spans
+        ]
+    )

@@ -361,7 +361,7 @@ class Detector:
         structure = self._structure
         calls = structure.learn_edges(window_traces, kept, window, whole)
         missing, stopped = structure.findings(calls, accs, traces, touched, window)
-        own = structure.own_findings()
+        own, abrupt = structure.own_findings()
         findings: dict[Key, list[Finding]] = {}
         learning = self._windows_closed <= s.learn_windows
         # keys in a run of quiet windows at a drop's level, significant yet or not: a caller
@@ -380,6 +380,8 @@ class Detector:
             found += missing.get(key, ())
             if (high := own.get(key)) is not None:
                 found.append(high)
+            if (ended := abrupt.get(key)) is not None:
+                found.append(ended)
             if acc is not None and acc.signatures:
                 found += self._new_errors.findings(key, acc, window, learning)
             if (made := calls.get(key)) is not None and made[1]:

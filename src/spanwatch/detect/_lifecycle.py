@@ -377,6 +377,12 @@ class Incidents:
             bar = own_bar(evidence.baseline * 1e6, self.settings)
             high = sum(1 for t in times if t > bar)
             return median(times) / 1e6, high / len(times), len(times)
+        if metric == "abrupt_end_rate":
+            spans = own.get(key)
+            if not spans:
+                return None
+            rate = sum(1 for span in spans if span[3]) / len(spans)
+            return rate, rate, len(spans)
         acc = accs.get(key)
         stats = self.stats.get(key)
         if metric == "requests_per_window":

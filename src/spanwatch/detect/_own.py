@@ -1,5 +1,10 @@
 """Own time: a handler span's time outside its calls. A CPU-starved or stalled service spends
-it; a slow callee, or the network in front of one, does not (see Settings.own_factor)."""
+it; a slow callee, or the network in front of one, does not (see Settings.own_factor).
+
+And how a handler span ends: one that ends as its last call answers (within answer_gap of its
+own time) did none of its own work after that answer. A handler that does its work after its
+calls and now ends on an answer failed on reading it, whether or not a status says so: a
+wrong result of the callee's, an exception swallowed (see :func:`abrupt_findings`)."""
 
 from __future__ import annotations
 
@@ -9,8 +14,13 @@ from ._keys import Key
 from ._settings import Settings
 from ._stats import EXAMPLES, Family, Finding, KeyStats, chernoff_upper
 
-# a window's own times of a key's spans: (own time ns, trace id, span id) of each
-OwnTimes = dict[Key, list[tuple[int, bytes, bytes]]]
+# a window's own times of a key's spans: (own time ns, trace id, span id, whether it ended
+# as its last call answered) of each
+OwnTimes = dict[Key, list[tuple[int, bytes, bytes, bool]]]
+
+
+# the signature of an abrupt_end_rate finding
+ABRUPT = "ends as its last call answers (no work of its own after it)"
 
 
 def own_time(start: int, end: int, calls: Iterable[tuple[int, int]]) -> int:
@@ -34,11 +44,12 @@ class OwnBaseline:
     """One key's own time: its windows' median, and the share of its spans over the bar
     (decayed counts, as the error rate)."""
 
-    __slots__ = ("high", "median", "rising", "spans", "windows")
+    __slots__ = ("abrupt", "high", "median", "rising", "spans", "windows")
 
     def __init__(self) -> None:
         self.median = -1.0  # none learned yet
         self.high = 0.0
+        self.abrupt = 0.0  # spans that ended as their last call answered, as ``high``
         self.spans = 0.0
         self.windows = 0  # windows learned (to warmup_windows: a small int, no object of its own)
         # windows in a row whose median was over drift_factor x the learned one but not over
@@ -49,7 +60,9 @@ class OwnBaseline:
         """The own time (ns) above which a span's is high."""
         return own_bar(self.median, settings)
 
-    def learn(self, own: list[tuple[int, bytes, bytes]], mid: float, settings: Settings) -> None:
+    def learn(
+        self, own: list[tuple[int, bytes, bytes, bool]], mid: float, settings: Settings
+    ) -> None:
         """Fold in a window's own times (of :data:`OwnTimes`) and their median ``mid``."""
         if self.median < 0:
             self.median = mid
@@ -58,6 +71,7 @@ class OwnBaseline:
         bar = self.bar(settings)
         keep = 1 - settings.slow_alpha
         self.high = keep * self.high + sum(1 for span in own if span[0] > bar)
+        self.abrupt = keep * self.abrupt + sum(1 for span in own if span[3])
         self.spans = keep * self.spans + len(own)
         self.windows = min(self.windows + 1, settings.warmup_windows)
 
@@ -111,6 +125,48 @@ def own_findings(
                 # the learned one, not yet over the bar: a step takes it over at once, and a
                 # step of a few spans leaves it), or did for drift_recent windows before
                 drift=base.rising > s.drift_recent or (base.rising > 0 and mid <= bar),
-                examples=tuple((trace_id, span_id) for _, trace_id, span_id in high[:EXAMPLES]),
+                examples=tuple((span[1], span[2]) for span in high[:EXAMPLES]),
+            )
+    return out
+
+
+def abrupt_findings(
+    times: OwnTimes,
+    baselines: dict[Key, OwnBaseline],
+    stats: dict[Key, KeyStats],
+    settings: Settings,
+) -> dict[Key, Finding]:
+    """Keys past their warm-up whose spans ended as their last call answered far more often
+    this window than their healthy windows did: a new error each (the spans failed on what
+    they read, told or not), with those spans as examples. A key whose spans always end on an
+    answer (a proxy, work done before its calls) has learned so, and shows nothing."""
+    s = settings
+    out: dict[Key, Finding] = {}
+    for key, own in times.items():
+        base = baselines.get(key)
+        if base is None or base.windows < s.warmup_windows:
+            continue
+        learned = stats.get(key)
+        if learned is None or learned.windows < s.warmup_windows:
+            continue
+        abrupt = [span for span in own if span[3]]
+        k, n = len(abrupt), len(own)
+        if k < s.min_errors:
+            continue
+        # as the missing calls: a share never seen is at most one in the spans learned
+        p0 = max(s.min_error_rate, 1 / (base.spans + 1), base.abrupt / base.spans)
+        if k / n >= max(s.min_error_share, s.error_factor * p0) and (
+            chernoff_upper(k, n, p0) < s.p_value
+        ):
+            out[key] = Finding(
+                Family.NEW_ERROR,
+                "abrupt_end_rate",
+                k / n,
+                p0,
+                "ratio",
+                (k / n) / p0,
+                k,
+                signature=ABRUPT,
+                examples=tuple((span[1], span[2]) for span in abrupt[:EXAMPLES]),
             )
     return out

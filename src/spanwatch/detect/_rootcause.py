@@ -81,6 +81,8 @@ class RootCause:
             return Operation(top.service, top.operation, top.scope), False, False, "", []
         if finding.metric == "missing_call_rate":
             return self._stopped_root(traces, key, finding, stopped)
+        if finding.metric == "abrupt_end_rate":
+            return self._abrupt_root(traces, key, finding)
         if finding.metric in ("new_call_count", "own_time_ms"):  # what its own spans now do
             own = Operation(key.service, key.operation, key.scope)
             return own, False, False, "", list(finding.examples)
@@ -200,6 +202,25 @@ class RootCause:
         if gap < 0 or gap > self.settings.answer_gap * own:
             return None  # a call that outlived it, or work of its own after the answer
         return callee.key
+
+    def _abrupt_root(self, traces: Traces, key: Key, finding: Finding) -> Cause:
+        """The root of a key's spans ending as their last call answers: that callee when the
+        examples agree on it (its answers are wrong), else the key (its own spans fail)."""
+        answers: Counter[Key] = Counter()
+        total = 0
+        for trace_id, span_id in finding.examples:
+            trace = read(traces, trace_id)
+            span = trace.by_id.get(span_id) if trace is not None else None
+            if trace is None or span is None:
+                continue
+            total += 1
+            if (answered := self._answered(span, trace.children)) is not None:
+                answers[answered] += 1
+        examples = list(finding.examples)
+        if (answerer := self._answerer(answers, total)) is not None:
+            root = Operation(answerer.service, answerer.operation, answerer.scope)
+            return root, False, False, ANSWER, examples
+        return Operation(key.service, key.operation, key.scope), False, False, "", examples
 
     def _stopped_root(
         self, traces: Traces, key: Key, finding: Finding, stopped: dict[Key, Key]

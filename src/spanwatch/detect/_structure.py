@@ -12,7 +12,7 @@ from typing import Any
 from spanwatch.model import SpanKind
 
 from ._keys import Key
-from ._own import OwnBaseline, OwnTimes, own_findings, own_time
+from ._own import OwnBaseline, OwnTimes, abrupt_findings, own_findings, own_time
 from ._settings import Settings
 from ._stats import EXAMPLES, CallShares, Family, Finding, KeyStats, WindowAcc, chernoff_upper
 from ._traces import DURATION, END, ERROR, KEY, PARENT, SPAN_ID, WIDTH, WINDOW, Traces, index
@@ -22,6 +22,7 @@ from ._traces import DURATION, END, ERROR, KEY, PARENT, SPAN_ID, WIDTH, WINDOW, 
 CALLS = "calls "
 HANDLER_KINDS = frozenset((int(SpanKind.SERVER), int(SpanKind.CONSUMER)))
 _SERVER = int(SpanKind.SERVER)
+_CLIENT = int(SpanKind.CLIENT)
 # handler spans of a window: (their spans that did not fail, how many of those called a child
 # of each key), by key
 Calls = dict[Key, tuple[int, Counter[Key]]]
@@ -65,7 +66,8 @@ class Structure:
         """Learn the call graph from the window's spans (of the traces ``trace_ids``); with
         ``structure``, also count what the window's handler spans (server, consumer) called:
         for each key, (its spans that did not fail, how many of them have a child of each
-        key); and note the own time of those whose calls all succeeded (``own``).
+        key); and note the own time of those whose calls all succeeded, and whether each
+        ended as its last call answered (``own``).
 
         Only handler spans shorter than a window less the lateness are counted: their
         children all ended since the previous window, while the buffer (``structure``) held
@@ -77,6 +79,7 @@ class Structure:
         longest = s.window_ns - int(s.lateness_s * 1e9)
         full = s.max_spans_per_trace * WIDTH  # a trace cut short: not judged
         max_parents = s.max_parent_keys
+        answer_gap = s.answer_gap
         for flat, trace_id in zip(traces, trace_ids, strict=True):
             if len(flat) == WIDTH:  # one span: no parent within the trace, and no calls
                 if structure:
@@ -136,6 +139,7 @@ class Structure:
                     entry[1][keys[i]] += 1
                     if errors[i]:
                         continue
+                    last = i
                     own_ns = durations[j]
                     call_end = ends[i]
                     call_start = call_end - durations[i]
@@ -151,7 +155,13 @@ class Structure:
                         continue
                     calls = [(ends[i] - durations[i], ends[i]) for i in below]
                     own_ns = own_time(end - durations[j], end, calls)
-                own.setdefault(key, []).append((own_ns, trace_id, span_ids[j]))
+                    last = max(below, key=lambda i: (ends[i], span_ids[i]))
+                # it ended as its last call (a client's) answered: no work of its own after
+                gap = end - ends[last]
+                abrupt = (
+                    keys[last].kind == _CLIENT and 0 <= gap <= answer_gap * own_ns and own_ns > 0
+                )
+                own.setdefault(key, []).append((own_ns, trace_id, span_ids[j], abrupt))
         return counts
 
     def findings(
@@ -210,12 +220,13 @@ class Structure:
             ]
         return out, stopped
 
-    def own_findings(self) -> dict[Key, Finding]:
-        """The keys whose own time this window is high (see :func:`._own.own_findings`)."""
+    def own_findings(self) -> tuple[dict[Key, Finding], dict[Key, Finding]]:
+        """The keys whose own time this window is high (see :func:`._own.own_findings`), and
+        those whose spans end on an answer more than usual (:func:`._own.abrupt_findings`)."""
         self.own_medians = {key: median(span[0] for span in own) for key, own in self.own.items()}
-        return own_findings(
-            self.own, self.own_medians, self.own_baselines, self.stats, self.settings
-        )
+        s = self.settings
+        high = own_findings(self.own, self.own_medians, self.own_baselines, self.stats, s)
+        return high, abrupt_findings(self.own, self.own_baselines, self.stats, s)
 
     def learn_calls(self, calls: Calls, findings: dict[Key, list[Finding]]) -> None:
         """Fold the window's calls and own times into each key's usual ones, but for keys
