@@ -214,3 +214,19 @@ def _work_first(batch: SpanBatch) -> SpanBatch:
             for span in spans
         ]
     )
+
+
+def test_a_retry_storm_without_status_codes_is_the_retried_callees() -> None:
+    """No status codes: pricing calls tax again and again, and no span says a call failed.
+    The retried calls lead to their callee: one retry storm, at tax, and not told as the
+    network in front of it (nothing says the time went there)."""
+    fault = Fault(Pattern.RETRY_STORM, "tax", "/Tax/Compute", WARMUP, 300, 5.0)
+    events = _events(
+        Detector(), _stripped(Simulator(chain(), seed=1, faults=(fault,)), WARMUP + 400)
+    )
+    opened = [e for e in events if e["type"] == "incident.opened"]
+    assert len(opened) == 1, opened
+    (incident,) = opened
+    assert incident["pattern"] == "retry_storm"
+    assert incident["root_cause"] == {"service": "tax", "operation": "/Tax/Compute"}
+    assert "calls into" not in incident["summary"]

@@ -103,6 +103,11 @@ class RootCause:
         else:
             examples = acc.example_ids(errors=True)
             step = _failing_child
+        # retried calls that show no failure (no status codes): the calls themselves lead to
+        # the callee they retried; nothing says the time went in front of it
+        unfailed = not examples and finding.family is Family.RETRY
+        if unfailed:
+            examples = acc.example_ids(limit=ERROR_EXAMPLES)
         votes: Counter[tuple[Operation, bool]] = Counter()
         answers: Counter[Key] = Counter()  # failed right after a call it answered OK
         errors = finding.family in (Family.ERRORS, Family.NEW_ERROR)
@@ -166,7 +171,7 @@ class RootCause:
             root = Operation(answerer.service, answerer.operation, answerer.scope)
             return root, False, cascading, ANSWER, examples[:EXAMPLES]
         # cascading, and on the edge, when most of the examples say so
-        front = EDGE if edges * 2 > total else ""
+        front = EDGE if edges * 2 > total and not unfailed else ""
         return root, is_dep, cascading, front, examples[:EXAMPLES]
 
     def _answerer(self, answers: Counter[Key], total: int) -> Key | None:
