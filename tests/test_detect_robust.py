@@ -3,14 +3,17 @@ a window, sparse new errors, bursty callers, and one incident per fault."""
 
 from __future__ import annotations
 
+import math
+import random
 from collections import defaultdict
 from typing import Any
 
 import pytest
 
 from spanwatch.cli._eval import _parse_ns
-from spanwatch.detect import Detector
+from spanwatch.detect import Detector, Settings
 from spanwatch.detect._own import own_time
+from spanwatch.detect._stats import Family, KeyStats, WindowAcc
 from spanwatch.model import Pattern
 from spanwatch.sim import DEFAULT_START_NS, NS, Fault, Simulator, chain, fanout, shop
 
@@ -119,25 +122,66 @@ def test_one_fault_in_two_operations_of_a_service_is_one_incident() -> None:
     assert len(incidents) == 1, _roots(incidents)
 
 
-def _drop_findings(counts: list[int]) -> list[int]:
-    """The windows (by index) in which one key with these span counts has a traffic drop."""
-    from spanwatch.detect import Settings
-    from spanwatch.detect._stats import Family, KeyStats, WindowAcc
-
+def _fed(counts: list[int]) -> tuple[list[float], list[int]]:
+    """One key fed windows of these span counts: the count it expected after each window,
+    and the windows (by index) in which it had a traffic drop."""
     settings = Settings()
     stats = KeyStats(settings.fast_epoch_windows, settings.slow_epoch_windows)
-    out = []
+    out, expected = [], []
     for i, n in enumerate(counts):
         acc = None
         if n:
             acc = WindowAcc()
             for j in range(n):
-                acc.add(5_000_000, "", bytes([i % 256, j]) * 8, bytes([j, i % 256]) * 4)
+                acc.add(5_000_000, "", bytes([i % 256, j % 256]) * 8, bytes([j % 256, i % 256]) * 4)
         found = stats.judge(acc, stats.windows >= settings.warmup_windows, settings)
         if any(f.family is Family.TRAFFIC for f in found):
             out.append(i)
         stats.learn(acc, bool(found), settings)
-    return out
+        expected.append(stats.expected_count(settings))
+    return expected, out
+
+
+def _drop_findings(counts: list[int]) -> list[int]:
+    return _fed(counts)[1]
+
+
+def _bursty(rng: random.Random, windows: int, per_window: float, burst: float = 10) -> list[int]:
+    """Span counts of a key whose calls come in bursts (1 + Poisson(burst - 1) calls each, the
+    bursts a Poisson process at per_window / burst a window)."""
+    counts = []
+    for _ in range(windows):
+        bursts = _poisson(rng, per_window / burst)
+        counts.append(sum(1 + _poisson(rng, burst - 1) for _ in range(bursts)))
+    return counts
+
+
+def _poisson(rng: random.Random, mean: float) -> int:
+    k, p, floor = 0, rng.random(), math.exp(-mean)
+    while p >= floor:
+        k += 1
+        p *= rng.random()
+    return k
+
+
+def test_a_bursty_key_expects_its_mean_count_and_its_gaps_are_no_drop() -> None:
+    """Calls in bursts of ten: most windows are empty, in runs. A quiet run's windows are kept
+    out of the expected count only while the run might be a drop; one that ends without a
+    drop is learned then, so the key expects about its mean count (within 1.35x; learning
+    its bursts alone, it expected 1.5-1.7x) and its gaps as its traffic falls through the day
+    are no drop.
+    A drop to nothing is still one, within 25 windows at about a burst a window."""
+    rng = random.Random(7)
+    for per_window in (1.0, 3.0, 6.0):
+        counts = _bursty(rng, 400, per_window)
+        expected, drops = _fed(counts)
+        assert drops == []
+        mean = sum(counts) / len(counts)
+        learned = sum(expected[200:]) / 200  # as it stood over the last half
+        assert 0.7 * mean < learned < 1.35 * mean, (per_window, mean, learned)
+    assert _drop_findings(_bursty(rng, 200, 9) + _bursty(rng, 100, 6) + _bursty(rng, 200, 3)) == []
+    drops = _drop_findings(_bursty(rng, 300, 10) + [0] * 40)  # about a burst a window
+    assert drops and 300 < drops[0] <= 325, drops
 
 
 def test_a_chance_busy_stretch_at_a_span_a_window_does_not_make_the_lull_after_it_a_drop() -> None:

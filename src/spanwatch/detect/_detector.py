@@ -30,7 +30,7 @@ from ._new_errors import NewErrors, Retries
 from ._probes import probe_rows
 from ._rootcause import RootCause
 from ._settings import Settings
-from ._stats import CallShares, Finding, KeyStats, WindowAcc
+from ._stats import NO_STREAK, CallShares, Finding, KeyStats, WindowAcc
 from ._structure import Structure, calling
 from ._traces import WINDOW, Traces, expire, keep
 
@@ -196,7 +196,7 @@ class Detector:
         self._window_traces.clear()
         self._traces.clear()
         for stats in self._stats.values():
-            stats.low_streak = (0.0, 0.0)
+            stats.low_streak = NO_STREAK
         self._closed = -1
         self.watermark_ns = 0
         return events

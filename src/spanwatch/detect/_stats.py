@@ -52,7 +52,10 @@ QUIET_RUN = 1.5
 # err_windows counts to this at most: past it the weight learned is 1 within 0.2% (and an int
 # this small is a shared object, no memory of its own)
 ERR_WINDOWS = 255
-_NO_STREAK = (0.0, 0.0)
+# a run of quiet windows: (observed, expected) spans over it; of its windows not learned,
+# how many, their spans and the sum of the squares of their counts; whether it gave a drop
+Streak = tuple[float, float, int, float, float, bool]
+NO_STREAK: Streak = (0.0, 0.0, 0, 0.0, 0.0, False)
 _NO_RUN: tuple[float, float, int] = (0.0, 0.0, 0)
 # an error run: (errors, spans, windows, whether it gave a finding)
 _NO_ERROR_RUN: tuple[float, float, int, bool] = (0.0, 0.0, 0, False)
@@ -426,8 +429,8 @@ class KeyStats:
         self.err_windows = 0
         self.fast = Sketches(fast_epoch)
         self.slow = Sketches(slow_epoch)
-        # (observed, expected) spans over a run of low-traffic windows
-        self.low_streak: tuple[float, float] = _NO_STREAK
+        # a run of low-traffic windows (see Streak)
+        self.low_streak: Streak = NO_STREAK
         self.drift_ring: deque[tuple[int, int, float]] | None = None  # made when first needed
         self._quantiles: tuple[float, float] | None = None
 
@@ -466,13 +469,12 @@ class KeyStats:
         # a quiet run that began at a key busy enough goes on being judged: its first window
         # is learned (a lone one is how bursty the key is), and must not take it below
         if expected >= settings.min_expected_count or self.low_streak[1]:
-            obs, exp = self.low_streak
+            obs, exp, unlearned, spans, squares, found = self.low_streak
             low = n < settings.low_window_ratio * expected
             # A window that is not low carries the run on while the run as a whole stays low:
             # at a span or two a window, the one span a 90% drop lets through must not end it
             if low or (exp and (obs + n) <= settings.low_window_ratio * (exp + expected)):
                 obs, exp = obs + n, exp + expected
-                self.low_streak = (obs, exp)
                 # quasi-Poisson: counts in units of the key's own dispersion (bursts of calls)
                 phi = self.dispersion(settings)
                 if (
@@ -491,8 +493,12 @@ class KeyStats:
                             int(exp - obs),
                         )
                     )
+                    found = True
+                self.low_streak = (obs, exp, unlearned, spans, squares, found)
             else:
-                self.low_streak = _NO_STREAK
+                if unlearned and not found:
+                    self._learn_quiet(unlearned, spans, squares, settings)
+                self.low_streak = NO_STREAK
         if acc is None or n == 0:
             return findings
         # --- errors
@@ -638,7 +644,7 @@ class KeyStats:
     def quiet(self, settings: Settings) -> bool:
         """In a run of quiet windows at a drop's level, significant yet or not (more than a
         lone quiet window, which at a span or two a window is common)."""
-        observed, expected = self.low_streak
+        observed, expected = self.low_streak[:2]
         return (
             expected > QUIET_RUN * self.expected_count(settings)
             and observed <= settings.drop_ratio * expected
@@ -653,6 +659,26 @@ class KeyStats:
             self.err_n += max(0.0, n)
         self.error_run = _NO_ERROR_RUN
 
+    def _learn_quiet(self, windows: int, spans: float, squares: float, settings: Settings) -> None:
+        """A quiet run ends without a drop: the windows of it kept aside are learned now, as
+        the count EWMA and the slow count would have learned them (each at their mean count,
+        the variance at their own spread). Left out, a bursty key's expected count would be
+        that of its bursts, not of its gaps between them (three times too high at a burst
+        of ten every few windows)."""
+        a, slow = settings.rate_alpha, settings.slow_alpha
+        mean, square = spans / windows, squares / windows
+        for _ in range(windows):
+            ewma = self.count_ewma
+            # the mean squared deviation of the windows' counts from the EWMA
+            spread = max(0.0, square - 2 * mean * ewma + ewma * ewma)
+            self.count_ewma += a * (mean - ewma)
+            self.count_var = (1 - slow) * (self.count_var + slow * spread)
+        if not self.error_run[2]:
+            keep = (1 - slow) ** windows
+            self.err_k *= keep
+            self.err_n = keep * self.err_n + spans
+            self.err_windows = min(ERR_WINDOWS, self.err_windows + windows)
+
     def learn(self, acc: WindowAcc | None, anomalous: bool, settings: Settings) -> None:
         """Fold a window into the baseline, unless it was anomalous."""
         n = acc.count if acc else 0
@@ -664,8 +690,9 @@ class KeyStats:
         # the second and later of a run of quiet windows not yet judged: a drop must not teach
         # its own level. (A lone quiet window is learned: it is how bursty the key is.)
         quiet = QUIET_RUN <= self.quiet_windows(settings) <= settings.drop_windows
-        if quiet:
-            pass
+        if quiet:  # kept aside: learned if the run ends without a drop (see _learn_quiet)
+            obs, exp, unlearned, spans, squares, found = self.low_streak
+            self.low_streak = (obs, exp, unlearned + 1, spans + n, squares + n * n, found)
         elif self.windows <= 1:
             self.count_ewma = n
         else:
