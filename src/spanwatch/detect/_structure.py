@@ -155,12 +155,12 @@ class Structure:
                         continue
                     calls = [(ends[i] - durations[i], ends[i]) for i in below]
                     own_ns = own_time(end - durations[j], end, calls)
-                    last = max(below, key=lambda i: (ends[i], span_ids[i]))
+                    last = max(below, key=ends.__getitem__)
                 # it ended as its last call (a client's) answered: no work of its own after
                 gap = end - ends[last]
-                abrupt = (
-                    keys[last].kind == _CLIENT and 0 <= gap <= answer_gap * own_ns and own_ns > 0
-                )
+                abrupt = 0 <= gap <= answer_gap * own_ns and gap < own_ns
+                if abrupt:  # rare: the kind is read only then
+                    abrupt = keys[last].kind == _CLIENT
                 own.setdefault(key, []).append((own_ns, trace_id, span_ids[j], abrupt))
         return counts
 
