@@ -345,26 +345,24 @@ def test_a_slow_callee_leaves_its_callers_own_time_alone() -> None:
 
 
 @pytest.mark.parametrize(
-    ("calls", "abrupt"),
+    ("calls", "tail"),
     [
-        ([(10, 30)], False),
-        ([(-20, 5)], False),  # began before its parent
-        ([(90, 150)], False),  # outlived it
-        ([(120, 150)], False),  # wholly after it
-        ([(40, 40)], False),  # no length
-        ([(10, 60), (20, 40), (30, 70)], False),
-        ([(5, 99)], True),  # 1 of its 6 own after the answer: within a fifth
-        ([(10, 95)], False),  # 5 of its 15 after it: work of its own
-        ([(0, 40), (41, 100)], True),  # ended as its last call answered
-        ([(0, 40), (41, 100), (10, 20)], True),  # the last to answer counts, in any order
+        ([(10, 30)], 70),
+        ([(-20, 5)], 95),  # began before its parent
+        ([(90, 150)], -50),  # outlived it
+        ([(120, 150)], -50),  # wholly after it
+        ([(40, 40)], 60),  # no length
+        ([(10, 60), (20, 40), (30, 70)], 30),
+        ([(0, 40), (41, 100)], 0),  # ended as its last call answered
+        ([(0, 40), (41, 100), (10, 20)], 0),  # the last to answer counts, in any order
     ],
 )
 def test_the_call_graph_pass_takes_own_time_as_own_time_does(
-    calls: list[tuple[int, int]], abrupt: bool
+    calls: list[tuple[int, int]], tail: int
 ) -> None:
     """The pass over a window's traces (with its shortcut for a handler with one call) notes
-    the same own time as :func:`own_time`, and whether the span ended as its last call
-    answered (within answer_gap of its own time)."""
+    the same own time as :func:`own_time`, and its tail: from its last call's answer to its
+    end, with that call's key."""
     from spanwatch.detect import Settings
     from spanwatch.detect._keys import Key
     from spanwatch.detect._structure import Structure
@@ -383,4 +381,37 @@ def test_the_call_graph_pass_takes_own_time_as_own_time_does(
     flat = [field for span in spans for field in span]
     structure = Structure(settings, {}, defaultdict(set), {})
     structure.learn_edges([flat], [b"t"], window, True)
-    assert structure.own == {handler: [(own_time(0, 100, calls), b"t", b"h", abrupt)]}
+    assert structure.own == {handler: [(own_time(0, 100, calls), b"t", b"h", tail, client)]}
+
+
+def test_a_span_ends_on_an_answer_by_its_keys_usual_tail_not_its_own_time() -> None:
+    """A handler works 1 ms before its call and 1 ms after. Its work before growing 6x (a
+    slow parse, a lock) leaves its tail as it was: no span ended on an answer. Its tail
+    collapsing to 0.05 ms (it fails on reading the answer) is a new error, every span of it."""
+    from spanwatch.detect._keys import Key
+    from spanwatch.detect._own import OwnBaseline, abrupt_findings
+    from spanwatch.model import SpanKind
+
+    settings = Settings()
+    key = Key("api", "GET /x", int(SpanKind.SERVER))
+    client = Key("api", "GET db", int(SpanKind.CLIENT))
+    stats = {key: KeyStats(settings.fast_epoch_windows, settings.slow_epoch_windows)}
+    stats[key].windows = settings.warmup_windows
+    rng = random.Random(1)
+
+    def window(before_ms: float, tail_ms: float) -> list[Any]:
+        tails = [tail_ms * rng.uniform(0.7, 1.3) for _ in range(50)]
+        return [
+            (int((before_ms + t) * 1e6), bytes([i]) * 16, bytes([i]) * 8, int(t * 1e6), client)
+            for i, t in enumerate(tails)
+        ]
+
+    base = OwnBaseline()
+    for _ in range(40):
+        spans = window(1, 1)
+        base.learn(spans, sorted(s[0] for s in spans)[25], settings)
+    found, rates = abrupt_findings({key: window(6, 1)}, {key: base}, stats, settings)
+    assert found == {} and rates == {key: (0, 50)}
+    found, rates = abrupt_findings({key: window(1, 0.05)}, {key: base}, stats, settings)
+    assert found[key].metric == "abrupt_end_rate" and rates == {key: (50, 50)}
+    assert len(found[key].examples) == 5

@@ -396,7 +396,8 @@ class Detector:
             stats.learn(acc, bool(found), s)
         for key, finding in self._retries.findings(window_traces, accs):
             findings.setdefault(key, []).append(finding)
-        own_times = structure.own  # the window's, for the incidents' measures below
+        # the window's, for the incidents' measures below
+        own_times, ended_rates = structure.own, structure.abrupt_rates
         structure.learn_calls(calls, findings)
         # A key at a span or two a window shows its errors in some windows only: while its
         # run of errors that gave a finding lasts, it still fails now, for the drops below it.
@@ -424,7 +425,7 @@ class Detector:
             quiet_roots,
         )
         total = sum(a.count for a in accs.values())
-        events = self._incidents.update(groups, window, total, accs, traces, own_times)
+        events = self._incidents.update(groups, window, total, accs, traces, own_times, ended_rates)
         expire(traces, window, s.trace_windows)
         return events
 

@@ -4,6 +4,7 @@ cause window by window (series, peak, share affected), and quiet incidents resol
 from __future__ import annotations
 
 import hashlib
+import statistics
 from collections import defaultdict, deque
 from dataclasses import dataclass, field, replace
 
@@ -141,10 +142,11 @@ class Incidents:
         accs: dict[Key, WindowAcc],
         traces: Traces,
         own: OwnTimes,
+        ended: dict[Key, tuple[int, int]],
     ) -> list[Event]:
         """Open, update and resolve incidents on a closed window's groups (``window_spans``:
         the window's spans of every key; ``accs``: each key's window; ``own``: its handler
-        spans' own times)."""
+        spans' own times; ``ended``: how many of them ended on an answer, of how many)."""
         events: list[Event] = []
         start_ns = window * self.w
         end_ns = start_ns + self.w
@@ -229,7 +231,7 @@ class Incidents:
                 )
                 opened = Open(incident, keys, window, key, finding, group.front)
                 opened.shown_window = window
-                self._measure_into(opened, accs, own, window, at_opening=True)
+                self._measure_into(opened, accs, (own, ended), window, at_opening=True)
                 self.open[root] = opened
                 events.append(Event.incident(EventType.INCIDENT_OPENED, opened.incident))
                 continue
@@ -275,10 +277,12 @@ class Incidents:
                     evidence=evidence,
                 )
                 current.shown_window = window
-                self._measure_into(current, accs, own, window, at_opening=True)
+                self._measure_into(current, accs, (own, ended), window, at_opening=True)
                 events.append(Event.incident(EventType.INCIDENT_UPDATED, current.incident))
         for current in self.open.values():  # the evidence follows the fault
-            if current.shown_window != window and self._measure_into(current, accs, own, window):
+            if current.shown_window != window and self._measure_into(
+                current, accs, (own, ended), window
+            ):
                 events.append(Event.incident(EventType.INCIDENT_UPDATED, current.incident))
             lead_acc = accs.get(current.lead)
             if current.last_window != window and lead_acc is not None and lead_acc.count:
@@ -305,7 +309,7 @@ class Incidents:
         self,
         current: Open,
         accs: dict[Key, WindowAcc],
-        own: OwnTimes,
+        own: tuple[OwnTimes, dict[Key, tuple[int, int]]],
         window: int,
         at_opening: bool = False,
     ) -> bool:
@@ -365,24 +369,23 @@ class Incidents:
         key: Key,
         signature: str,
         accs: dict[Key, WindowAcc],
-        own: OwnTimes,
+        own: tuple[OwnTimes, dict[Key, tuple[int, int]]],
     ) -> tuple[float, float, int] | None:
         """(value, share of the key's spans affected, weight) of an evidence metric in this
-        window; None when the window cannot tell (no spans of the key)."""
+        window; None when the window cannot tell (no spans of the key). ``own``: the window's
+        own times, and how many of each key's spans ended on an answer, of how many."""
         metric = evidence.metric
         if metric == "own_time_ms":
-            times = [span[0] for span in own.get(key, ())]
+            times = [span[0] for span in own[0].get(key, ())]
             if not times:
                 return None
             bar = own_bar(evidence.baseline * 1e6, self.settings)
             high = sum(1 for t in times if t > bar)
-            return median(times) / 1e6, high / len(times), len(times)
+            # the middle as the finding took it (statistics'), not the window's upper middle
+            return statistics.median(times) / 1e6, high / len(times), len(times)
         if metric == "abrupt_end_rate":
-            spans = own.get(key)
-            if not spans:
-                return None
-            rate = sum(1 for span in spans if span[3]) / len(spans)
-            return rate, rate, len(spans)
+            k, n = own[1].get(key, (0, 0))
+            return (k / n, k / n, n) if n else None
         acc = accs.get(key)
         stats = self.stats.get(key)
         if metric == "requests_per_window":

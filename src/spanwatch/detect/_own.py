@@ -1,24 +1,30 @@
 """Own time: a handler span's time outside its calls. A CPU-starved or stalled service spends
 it; a slow callee, or the network in front of one, does not (see Settings.own_factor).
 
-And how a handler span ends: one that ends as its last call answers (within answer_gap of its
-own time) did none of its own work after that answer. A handler that does its work after its
-calls and now ends on an answer failed on reading it, whether or not a status says so: a
-wrong result of the callee's, an exception swallowed (see :func:`abrupt_findings`)."""
+And how a handler span ends: its *tail*, the time from its last call's answer to its own end.
+A handler that does work after its calls and now ends as the answer comes (a tail under
+answer_gap of its usual one) failed on reading it, whether or not a status says so: a wrong
+result of the callee's, an exception swallowed (see :func:`abrupt_findings`). Work before its
+calls growing (a latency fault) leaves the tail as it was."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from statistics import median
+
+from spanwatch.model import SpanKind
 
 from ._keys import Key
 from ._settings import Settings
 from ._stats import EXAMPLES, Family, Finding, KeyStats, chernoff_upper
 
-# a window's own times of a key's spans: (own time ns, trace id, span id, whether it ended
-# as its last call answered) of each
-OwnTimes = dict[Key, list[tuple[int, bytes, bytes, bool]]]
+# a window's own times of a key's spans: (own time ns, trace id, span id, tail ns (its end
+# less its last call's; negative when that call outlived it), the last call's key) of each
+OwnSpan = tuple[int, bytes, bytes, int, Key]
+OwnTimes = dict[Key, list[OwnSpan]]
 
 
+_CLIENT = int(SpanKind.CLIENT)
 # the signature of an abrupt_end_rate finding
 ABRUPT = "ends as its last call answers (no work of its own after it)"
 
@@ -44,11 +50,12 @@ class OwnBaseline:
     """One key's own time: its windows' median, and the share of its spans over the bar
     (decayed counts, as the error rate)."""
 
-    __slots__ = ("abrupt", "high", "median", "rising", "spans", "windows")
+    __slots__ = ("abrupt", "high", "median", "rising", "spans", "tail", "windows")
 
     def __init__(self) -> None:
         self.median = -1.0  # none learned yet
         self.high = 0.0
+        self.tail = -1.0  # the windows' median tail, as the median (none learned yet)
         self.abrupt = 0.0  # spans that ended as their last call answered, as ``high``
         self.spans = 0.0
         self.windows = 0  # windows learned (to warmup_windows: a small int, no object of its own)
@@ -60,9 +67,12 @@ class OwnBaseline:
         """The own time (ns) above which a span's is high."""
         return own_bar(self.median, settings)
 
-    def learn(
-        self, own: list[tuple[int, bytes, bytes, bool]], mid: float, settings: Settings
-    ) -> None:
+    def abrupt_bar(self, settings: Settings) -> float:
+        """The tail (ns) at or below which a span ended as its last call answered; -1 before
+        a tail is learned (none does)."""
+        return settings.answer_gap * self.tail if self.tail > 0 else -1.0
+
+    def learn(self, own: list[OwnSpan], mid: float, settings: Settings) -> None:
         """Fold in a window's own times (of :data:`OwnTimes`) and their median ``mid``."""
         if self.median < 0:
             self.median = mid
@@ -71,7 +81,13 @@ class OwnBaseline:
         bar = self.bar(settings)
         keep = 1 - settings.slow_alpha
         self.high = keep * self.high + sum(1 for span in own if span[0] > bar)
-        self.abrupt = keep * self.abrupt + sum(1 for span in own if span[3])
+        self.abrupt = keep * self.abrupt + len(abrupt(own, self.abrupt_bar(settings)))
+        tails = [span[3] for span in own if span[3] >= 0 and span[4].kind == _CLIENT]
+        if tails:
+            tail = median(tails)
+            self.tail = (
+                tail if self.tail < 0 else self.tail + settings.slow_alpha * (tail - self.tail)
+            )
         self.spans = keep * self.spans + len(own)
         self.windows = min(self.windows + 1, settings.warmup_windows)
 
@@ -135,22 +151,25 @@ def abrupt_findings(
     baselines: dict[Key, OwnBaseline],
     stats: dict[Key, KeyStats],
     settings: Settings,
-) -> dict[Key, Finding]:
-    """Keys past their warm-up whose spans ended as their last call answered far more often
-    this window than their healthy windows did: a new error each (the spans failed on what
-    they read, told or not), with those spans as examples. A key whose spans always end on an
-    answer (a proxy, work done before its calls) has learned so, and shows nothing."""
+) -> tuple[dict[Key, Finding], dict[Key, tuple[int, int]]]:
+    """Keys past their warm-up whose spans ended as their last call answered (a tail under
+    answer_gap of their usual one) far more often this window than their healthy windows
+    did: a new error each (the spans failed on what they read, told or not), with those spans
+    as examples; and (such spans, spans) of each key judged. A key whose spans always end on
+    an answer (a proxy, work done before its calls) has learned so, and shows nothing."""
     s = settings
     out: dict[Key, Finding] = {}
+    rates: dict[Key, tuple[int, int]] = {}
     for key, own in times.items():
         base = baselines.get(key)
-        if base is None or base.windows < s.warmup_windows:
+        if base is None or base.windows < s.warmup_windows or base.tail <= 0:
             continue
         learned = stats.get(key)
         if learned is None or learned.windows < s.warmup_windows:
             continue
-        abrupt = [span for span in own if span[3]]
-        k, n = len(abrupt), len(own)
+        ended = abrupt(own, base.abrupt_bar(s))
+        k, n = len(ended), len(own)
+        rates[key] = (k, n)
         if k < s.min_errors:
             continue
         # as the missing calls: a share never seen is at most one in the spans learned
@@ -167,6 +186,16 @@ def abrupt_findings(
                 (k / n) / p0,
                 k,
                 signature=ABRUPT,
-                examples=tuple((span[1], span[2]) for span in abrupt[:EXAMPLES]),
+                # the smallest span ids, whatever order the traces came in
+                examples=tuple(
+                    (trace_id, span_id) for span_id, trace_id in sorted(ended_ids)[:EXAMPLES]
+                )
+                if (ended_ids := [(span[2], span[1]) for span in ended])
+                else (),
             )
-    return out
+    return out, rates
+
+
+def abrupt(own: list[OwnSpan], bar: float) -> list[OwnSpan]:
+    """The spans whose last call was a client's and that ended within ``bar`` of its answer."""
+    return [span for span in own if 0 <= span[3] <= bar and span[4].kind == _CLIENT]

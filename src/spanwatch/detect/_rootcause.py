@@ -188,11 +188,13 @@ class RootCause:
         s = self.settings
         return count >= max(s.answer_share * total, min(s.min_errors, total))
 
-    def _answered(self, span: TraceSpan, children: dict[bytes, list[TraceSpan]]) -> Key | None:
+    def _answered(
+        self, span: TraceSpan, children: dict[bytes, list[TraceSpan]], timed: bool = True
+    ) -> Key | None:
         """The callee whose answer a failed (or stopped short) handler span failed on, if it
-        did: its last call was to a service that answered OK, and it ended within answer_gap
-        of its own time after that answer came (it failed on reading it, not on work of its
-        own after)."""
+        did: its last call was to a service that answered OK, and (``timed``) it ended within
+        answer_gap of its own time after that answer came (it failed on reading it, not on
+        work of its own after)."""
         below = children.get(span.span_id)
         if not below or span.key.kind not in HANDLER_KINDS:
             return None
@@ -202,6 +204,8 @@ class RootCause:
         callee = next((c for c in children.get(last.span_id, ()) if c.key.kind == _SERVER), None)
         if callee is None or callee.error:
             return None
+        if not timed:
+            return callee.key
         own = span.duration - sum(c.duration for c in below)
         gap = span.end - last.end
         if gap < 0 or gap > self.settings.answer_gap * own:
@@ -219,7 +223,8 @@ class RootCause:
             if trace is None or span is None:
                 continue
             total += 1
-            if (answered := self._answered(span, trace.children)) is not None:
+            # (their tails were judged short against the key's own: no gap test again)
+            if (answered := self._answered(span, trace.children, timed=False)) is not None:
                 answers[answered] += 1
         examples = list(finding.examples)
         if (answerer := self._answerer(answers, total)) is not None:

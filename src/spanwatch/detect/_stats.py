@@ -53,9 +53,10 @@ QUIET_RUN = 1.5
 # this small is a shared object, no memory of its own)
 ERR_WINDOWS = 255
 # a run of quiet windows: (observed, expected) spans over it; of its windows not learned,
-# how many, their spans and the sum of the squares of their counts; whether it gave a drop
-Streak = tuple[float, float, int, float, float, bool]
-NO_STREAK: Streak = (0.0, 0.0, 0, 0.0, 0.0, False)
+# how many, their spans and the sum of the squares of their counts; whether it gave a drop;
+# of those windows outside an error run (which learns its own), how many, spans, errors
+Streak = tuple[float, float, int, float, float, bool, int, float, float]
+NO_STREAK: Streak = (0.0, 0.0, 0, 0.0, 0.0, False, 0, 0.0, 0.0)
 _NO_RUN: tuple[float, float, int] = (0.0, 0.0, 0)
 # an error run: (errors, spans, windows, whether it gave a finding)
 _NO_ERROR_RUN: tuple[float, float, int, bool] = (0.0, 0.0, 0, False)
@@ -469,7 +470,7 @@ class KeyStats:
         # a quiet run that began at a key busy enough goes on being judged: its first window
         # is learned (a lone one is how bursty the key is), and must not take it below
         if expected >= settings.min_expected_count or self.low_streak[1]:
-            obs, exp, unlearned, spans, squares, found = self.low_streak
+            obs, exp, unlearned, spans, squares, found, err_w, err_n, err_k = self.low_streak
             low = n < settings.low_window_ratio * expected
             # A window that is not low carries the run on while the run as a whole stays low:
             # at a span or two a window, the one span a 90% drop lets through must not end it
@@ -494,10 +495,10 @@ class KeyStats:
                         )
                     )
                     found = True
-                self.low_streak = (obs, exp, unlearned, spans, squares, found)
+                self.low_streak = (obs, exp, unlearned, spans, squares, found, err_w, err_n, err_k)
             else:
                 if unlearned and not found:
-                    self._learn_quiet(unlearned, spans, squares, settings)
+                    self._learn_quiet(self.low_streak, settings)
                 self.low_streak = NO_STREAK
         if acc is None or n == 0:
             return findings
@@ -659,12 +660,14 @@ class KeyStats:
             self.err_n += max(0.0, n)
         self.error_run = _NO_ERROR_RUN
 
-    def _learn_quiet(self, windows: int, spans: float, squares: float, settings: Settings) -> None:
+    def _learn_quiet(self, run: Streak, settings: Settings) -> None:
         """A quiet run ends without a drop: the windows of it kept aside are learned now, as
-        the count EWMA and the slow count would have learned them (each at their mean count,
-        the variance at their own spread). Left out, a bursty key's expected count would be
-        that of its bursts, not of its gaps between them (three times too high at a burst
-        of ten every few windows)."""
+        the count EWMA would have learned them (each at their mean count, the variance at
+        their own spread), and the error rate's spans and errors (the slow count) those of
+        them outside an error run (which learns its own). Left out, a bursty key's expected
+        count would be that of its bursts, not of its gaps between them (1.5-1.7x its mean at
+        a burst of ten every few windows)."""
+        _, _, windows, spans, squares, _, err_windows, err_n, err_k = run
         a, slow = settings.rate_alpha, settings.slow_alpha
         mean, square = spans / windows, squares / windows
         for _ in range(windows):
@@ -673,11 +676,11 @@ class KeyStats:
             spread = max(0.0, square - 2 * mean * ewma + ewma * ewma)
             self.count_ewma += a * (mean - ewma)
             self.count_var = (1 - slow) * (self.count_var + slow * spread)
-        if not self.error_run[2]:
-            keep = (1 - slow) ** windows
-            self.err_k *= keep
-            self.err_n = keep * self.err_n + spans
-            self.err_windows = min(ERR_WINDOWS, self.err_windows + windows)
+        if err_windows:
+            keep = (1 - slow) ** err_windows
+            self.err_k = keep * self.err_k + err_k
+            self.err_n = keep * self.err_n + err_n
+            self.err_windows = min(ERR_WINDOWS, self.err_windows + err_windows)
 
     def learn(self, acc: WindowAcc | None, anomalous: bool, settings: Settings) -> None:
         """Fold a window into the baseline, unless it was anomalous."""
@@ -691,8 +694,20 @@ class KeyStats:
         # its own level. (A lone quiet window is learned: it is how bursty the key is.)
         quiet = QUIET_RUN <= self.quiet_windows(settings) <= settings.drop_windows
         if quiet:  # kept aside: learned if the run ends without a drop (see _learn_quiet)
-            obs, exp, unlearned, spans, squares, found = self.low_streak
-            self.low_streak = (obs, exp, unlearned + 1, spans + n, squares + n * n, found)
+            obs, exp, unlearned, spans, squares, found, windows, err_n, err_k = self.low_streak
+            if not self.error_run[2]:
+                windows, err_n, err_k = windows + 1, err_n + n, err_k + (acc.errors if acc else 0)
+            self.low_streak = (
+                obs,
+                exp,
+                unlearned + 1,
+                spans + n,
+                squares + n * n,
+                found,
+                windows,
+                err_n,
+                err_k,
+            )
         elif self.windows <= 1:
             self.count_ewma = n
         else:

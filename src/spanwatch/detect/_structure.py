@@ -22,7 +22,6 @@ from ._traces import DURATION, END, ERROR, KEY, PARENT, SPAN_ID, WIDTH, WINDOW, 
 CALLS = "calls "
 HANDLER_KINDS = frozenset((int(SpanKind.SERVER), int(SpanKind.CONSUMER)))
 _SERVER = int(SpanKind.SERVER)
-_CLIENT = int(SpanKind.CLIENT)
 # handler spans of a window: (their spans that did not fail, how many of those called a child
 # of each key), by key
 Calls = dict[Key, tuple[int, Counter[Key]]]
@@ -59,6 +58,8 @@ class Structure:
         self.own_baselines: dict[Key, OwnBaseline] = {}
         self.own: OwnTimes = {}
         self.own_medians: dict[Key, float] = {}  # of the window's own times, once
+        # the window's (spans that ended on an answer, spans) of each key judged
+        self.abrupt_rates: dict[Key, tuple[int, int]] = {}
 
     def learn_edges(
         self, traces: list[list[Any]], trace_ids: list[bytes], window: int, structure: bool
@@ -66,8 +67,8 @@ class Structure:
         """Learn the call graph from the window's spans (of the traces ``trace_ids``); with
         ``structure``, also count what the window's handler spans (server, consumer) called:
         for each key, (its spans that did not fail, how many of them have a child of each
-        key); and note the own time of those whose calls all succeeded, and whether each
-        ended as its last call answered (``own``).
+        key); and note the own time of those whose calls all succeeded, and how each ended
+        (``own``).
 
         Only handler spans shorter than a window less the lateness are counted: their
         children all ended since the previous window, while the buffer (``structure``) held
@@ -79,7 +80,6 @@ class Structure:
         longest = s.window_ns - int(s.lateness_s * 1e9)
         full = s.max_spans_per_trace * WIDTH  # a trace cut short: not judged
         max_parents = s.max_parent_keys
-        answer_gap = s.answer_gap
         for flat, trace_id in zip(traces, trace_ids, strict=True):
             if len(flat) == WIDTH:  # one span: no parent within the trace, and no calls
                 if structure:
@@ -155,13 +155,11 @@ class Structure:
                         continue
                     calls = [(ends[i] - durations[i], ends[i]) for i in below]
                     own_ns = own_time(end - durations[j], end, calls)
-                    last = max(below, key=ends.__getitem__)
-                # it ended as its last call (a client's) answered: no work of its own after
-                gap = end - ends[last]
-                abrupt = 0 <= gap <= answer_gap * own_ns and gap < own_ns
-                if abrupt:  # rare: the kind is read only then
-                    abrupt = keys[last].kind == _CLIENT
-                own.setdefault(key, []).append((own_ns, trace_id, span_ids[j], abrupt))
+                    last = max(below, key=lambda i: (ends[i], span_ids[i]))
+                # its tail: the time from its last call's answer to its end
+                own.setdefault(key, []).append(
+                    (own_ns, trace_id, span_ids[j], end - ends[last], keys[last])
+                )
         return counts
 
     def findings(
@@ -226,7 +224,8 @@ class Structure:
         self.own_medians = {key: median(span[0] for span in own) for key, own in self.own.items()}
         s = self.settings
         high = own_findings(self.own, self.own_medians, self.own_baselines, self.stats, s)
-        return high, abrupt_findings(self.own, self.own_baselines, self.stats, s)
+        ended, self.abrupt_rates = abrupt_findings(self.own, self.own_baselines, self.stats, s)
+        return high, ended
 
     def learn_calls(self, calls: Calls, findings: dict[Key, list[Finding]]) -> None:
         """Fold the window's calls and own times into each key's usual ones, but for keys
@@ -248,7 +247,8 @@ class Structure:
                     base = self.own_baselines[key] = OwnBaseline()
                 mid = self.own_medians.get(key)
                 base.learn(own, median(span[0] for span in own) if mid is None else mid, s)
-        self.own, self.own_medians = {}, {}  # the window's, not kept (nor snapshotted) past it
+        # the window's, not kept (nor snapshotted) past it
+        self.own, self.own_medians, self.abrupt_rates = {}, {}, {}
 
     def forget(self, key: Key) -> None:
         self.parents.pop(key, None)
