@@ -249,14 +249,14 @@ def summary_of(pattern: Pattern, root: Operation, finding: Finding, front: str =
             f"(expected {finding.baseline:.0f})"
         )
     if finding.metric == "abrupt_end_rate":
+        ending = (
+            "callers' spans end as its answer comes"
+            if front == ANSWER
+            else "spans end as their last call answers"
+        )
         return (
             f"{pattern.value.replace('_', ' ')} at {where}: {finding.observed:.0%} of its "
-            f"callers' spans end as its answer comes, with no work of their own after it "
-            f"(usually {finding.baseline:.1%})"
-            if front == ANSWER
-            else f"{pattern.value.replace('_', ' ')} at {where}: {finding.observed:.0%} of its "
-            f"spans end as their last call answers, with no work of their own after it "
-            f"(usually {finding.baseline:.1%})"
+            f"{ending}, with no work of their own after it (usually {finding.baseline:.1%})"
         )
     if finding.metric == "new_call_count":
         called = finding.signature.removeprefix(CALLS)

@@ -188,12 +188,14 @@ def abrupt_findings(
                 signature=ABRUPT,
                 # the smallest span ids, whatever order the traces came in
                 examples=tuple(
-                    (trace_id, span_id) for span_id, trace_id in sorted(ended_ids)[:EXAMPLES]
-                )
-                if (ended_ids := [(span[2], span[1]) for span in ended])
-                else (),
+                    (span[1], span[2]) for span in sorted(ended, key=_by_span_id)[:EXAMPLES]
+                ),
             )
     return out, rates
+
+
+def _by_span_id(span: OwnSpan) -> tuple[bytes, bytes]:
+    return span[2], span[1]
 
 
 def abrupt(own: list[OwnSpan], bar: float) -> list[OwnSpan]:

@@ -20,7 +20,7 @@ from ._keys import Key
 from ._settings import Settings
 from ._stats import ERROR_EXAMPLES, EXAMPLES, Family, Finding, KeyStats, WindowAcc
 from ._structure import HANDLER_KINDS
-from ._traces import Traces, TraceSpan, read
+from ._traces import Traces, TraceSpan, example_spans, read
 
 _CLIENT, _SERVER = int(SpanKind.CLIENT), int(SpanKind.SERVER)
 # a critical path's steps at most: deeper than any call chain worth reading in an incident
@@ -112,14 +112,8 @@ class RootCause:
         answers: Counter[Key] = Counter()  # failed right after a call it answered OK
         errors = finding.family in (Family.ERRORS, Family.NEW_ERROR)
         cascades = edges = 0
-        for trace_id, span_id in examples[:ERROR_EXAMPLES]:
-            trace = read(traces, trace_id)
-            if trace is None:
-                continue
+        for trace, span in example_spans(traces, examples[:ERROR_EXAMPLES]):
             by_id, children = trace.by_id, trace.children
-            span = by_id.get(span_id)
-            if span is None:
-                continue
             while (child := step(span, children.get(span.span_id, []))) is not None:
                 span = child
             callee = (
@@ -217,11 +211,7 @@ class RootCause:
         examples agree on it (its answers are wrong), else the key (its own spans fail)."""
         answers: Counter[Key] = Counter()
         total = 0
-        for trace_id, span_id in finding.examples:
-            trace = read(traces, trace_id)
-            span = trace.by_id.get(span_id) if trace is not None else None
-            if trace is None or span is None:
-                continue
+        for trace, span in example_spans(traces, finding.examples):
             total += 1
             # (their tails were judged short against the key's own: no gap test again)
             if (answered := self._answered(span, trace.children, timed=False)) is not None:
@@ -242,11 +232,7 @@ class RootCause:
         votes: Counter[Key] = Counter()
         answers: Counter[Key] = Counter()  # stopped right after a call it answered OK
         cascades = 0
-        for trace_id, span_id in finding.examples:
-            trace = read(traces, trace_id)
-            node = trace.by_id.get(span_id) if trace is not None else None
-            if trace is None or node is None:
-                continue
+        for trace, node in example_spans(traces, finding.examples):
             children = trace.children
             services = {node.key.service}
             for _ in range(self.settings.max_incident_services):

@@ -8,6 +8,7 @@ one trace's spans with the two views every walk over it needs: span by id, child
 from __future__ import annotations
 
 from collections import OrderedDict, defaultdict
+from collections.abc import Iterable, Iterator
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -52,6 +53,17 @@ class Trace(NamedTuple):
 def read(traces: Traces, trace_id: bytes) -> Trace | None:
     """One kept trace, indexed; None when it is not kept (or empty)."""
     return index(traces.get(trace_id))
+
+
+def example_spans(
+    traces: Traces, examples: Iterable[tuple[bytes, bytes]]
+) -> Iterator[tuple[Trace, TraceSpan]]:
+    """Each example (trace id, span id) still kept: its trace, indexed, and the span."""
+    for trace_id, span_id in examples:
+        trace = read(traces, trace_id)
+        span = trace.by_id.get(span_id) if trace is not None else None
+        if trace is not None and span is not None:
+            yield trace, span
 
 
 def index(flat: list[Any] | None) -> Trace | None:
