@@ -10,12 +10,13 @@ from typing import Any
 
 import pytest
 
-from spanwatch.cli._eval import _parse_ns
+from spanwatch.cli._eval import _parse_ns, _without_status
 from spanwatch.detect import Detector, Settings
 from spanwatch.detect._own import own_time
 from spanwatch.detect._stats import Family, KeyStats, WindowAcc
 from spanwatch.model import Pattern
 from spanwatch.sim import DEFAULT_START_NS, NS, Fault, Simulator, chain, fanout, shop
+from spanwatch.sim._fleet import quiet_entries
 
 WARMUP = 900.0
 
@@ -327,6 +328,50 @@ def test_a_starved_service_in_front_of_a_long_chain_is_found_by_its_own_time() -
     assert len(series) >= 10, series
     assert all(point["observed"] > 4 * point["baseline"] for point in series[:5]), series
     assert series[-1]["observed"] < 2 * series[-1]["baseline"], series
+
+
+def _quiet(fault: Fault, seed: int, seconds: float, statuses: bool = True) -> list[dict[str, Any]]:
+    """The shop at its midnight low (checkout, payments and what only checkout calls at a
+    request or two a window: the eval's low_traffic), with the fault; its statuses stripped
+    unless ``statuses``."""
+    sim = Simulator(shop(), seed=seed, faults=(fault,))
+    sim.topology.entries, sim.rate = quiet_entries(sim.topology, sim.rate, per_window=3.0)
+    detector = Detector()
+    last: dict[str, dict[str, Any]] = {}
+    for batch in sim.batches(seconds):
+        for event in detector.process(batch if statuses else _without_status(batch)):
+            if event.type != "incident.resolved":
+                last[event.fields["incident"]["id"]] = event.fields["incident"]
+    return list(last.values())
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_starved_service_at_a_request_or_two_a_window_is_found_by_its_own_time(
+    seed: int,
+) -> None:
+    """Checkout at one or two orders a window, starved of CPU (its own time 6x, a 6 ms share
+    of a span its calls take most of): no window alone holds three spans over the bar, a run
+    of them does (or, by then, of its whole spans). One incident, within two minutes."""
+    fault = Fault(Pattern.LATENCY_SPIKE, "checkout", "", WARMUP, 300, 6.0, where="cpu")
+    incidents = _quiet(fault, seed, WARMUP + 420)
+    assert _roots(incidents) == [("latency_spike", "checkout", "/Checkout/PlaceOrder")]
+    assert _parse_ns(incidents[0]["detected_at"]) - DEFAULT_START_NS - WARMUP * NS <= 120 * NS
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_wrong_result_at_a_request_or_two_a_window_without_statuses_is_one_incident(
+    seed: int,
+) -> None:
+    """Payments answers 40% of checkout's one or two calls a window wrong, and nothing records
+    a status: checkout stops on the answer, before the write and the publish its spans end
+    with (its usual tail is after a producer's call, not a client's). The run of windows finds
+    it, and the windows of the run that show nothing (most, at this rate) do not resolve it:
+    one incident, rooted at payments, within three minutes."""
+    fault = Fault(Pattern.NEW_ERROR, "payments", "POST /v1/charges", WARMUP, 300, 0.4, "answer")
+    incidents = _quiet(fault, seed, WARMUP + 420, statuses=False)
+    assert _roots(incidents) == [("new_error", "payments", "POST /v1/charges")]
+    assert incidents[0]["evidence"]["metric"] == "abrupt_end_rate"
+    assert _parse_ns(incidents[0]["detected_at"]) - DEFAULT_START_NS - WARMUP * NS <= 180 * NS
 
 
 def test_a_slow_callee_leaves_its_callers_own_time_alone() -> None:

@@ -425,9 +425,22 @@ class Detector:
             quiet_roots,
         )
         total = sum(a.count for a in accs.values())
-        events = self._incidents.update(groups, window, total, accs, traces, own_times, ended_rates)
+        events = self._incidents.update(
+            groups, window, total, accs, traces, own_times, ended_rates, self._running
+        )
         expire(traces, window, s.trace_windows)
         return events
+
+    def _running(self, key: Key) -> bool:
+        """Whether the key is in a run of suspicious windows: of errors, slow spans, high own
+        time, spans ending on an answer, or retries."""
+        stats = self._stats.get(key)
+        if stats is not None and (stats.error_run[2] or stats.slow_run[2]):
+            return True
+        own = self._structure.own_baselines.get(key)
+        if own is not None and (own.high_run[2] or own.ended_run[2]):
+            return True
+        return bool(self._retries.runs.get(key, (0, 0, 0))[2])
 
     @property
     def open_incidents(self) -> list[Incident]:

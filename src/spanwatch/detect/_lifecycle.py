@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import statistics
 from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from spanwatch.model import (
@@ -143,10 +144,12 @@ class Incidents:
         traces: Traces,
         own: OwnTimes,
         ended: dict[Key, tuple[int, int]],
+        running: Callable[[Key], bool],
     ) -> list[Event]:
         """Open, update and resolve incidents on a closed window's groups (``window_spans``:
         the window's spans of every key; ``accs``: each key's window; ``own``: its handler
-        spans' own times; ``ended``: how many of them ended on an answer, of how many)."""
+        spans' own times; ``ended``: how many of them ended on an answer, of how many;
+        ``running``: whether a key is in a run of suspicious windows)."""
         events: list[Event] = []
         start_ns = window * self.w
         end_ns = start_ns + self.w
@@ -285,8 +288,16 @@ class Incidents:
             ):
                 events.append(Event.incident(EventType.INCIDENT_UPDATED, current.incident))
             lead_acc = accs.get(current.lead)
-            if current.last_window != window and lead_acc is not None and lead_acc.count:
-                current.healthy += 1  # its spans came, and showed nothing
+            # its spans came, and showed nothing; unless they are as likely from its fault's
+            # run (at a span or two a window, a fault in 40% of the spans shows nothing in
+            # most windows: the run ends when its windows say it is over)
+            if (
+                current.last_window != window
+                and lead_acc is not None
+                and lead_acc.count
+                and not running(current.lead)
+            ):
+                current.healthy += 1
         for root, current in list(self.open.items()):
             quiet = self.settings.quiet_windows
             if current.incident.pattern is Pattern.LATENCY_DRIFT:  # a creep shows on and off

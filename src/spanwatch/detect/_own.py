@@ -16,7 +16,17 @@ from spanwatch.model import SpanKind
 
 from ._keys import Key
 from ._settings import Settings
-from ._stats import EXAMPLES, Family, Finding, KeyStats, chernoff_upper
+from ._stats import (
+    EXAMPLES,
+    NO_RUN,
+    RUN_WINDOWS,
+    Family,
+    Finding,
+    KeyStats,
+    Run,
+    carry_run,
+    chernoff_upper,
+)
 
 # a window's own times of a key's spans: (own time ns, trace id, span id, tail ns (its end
 # less its last call's; negative when that call outlived it), the last call's key) of each
@@ -50,7 +60,17 @@ class OwnBaseline:
     """One key's own time: its windows' median, and the share of its spans over the bar
     (decayed counts, as the error rate)."""
 
-    __slots__ = ("abrupt", "high", "median", "rising", "spans", "tail", "windows")
+    __slots__ = (
+        "abrupt",
+        "ended_run",
+        "high",
+        "high_run",
+        "median",
+        "rising",
+        "spans",
+        "tail",
+        "windows",
+    )
 
     def __init__(self) -> None:
         self.median = -1.0  # none learned yet
@@ -62,6 +82,10 @@ class OwnBaseline:
         # windows in a row whose median was over drift_factor x the learned one but not over
         # the bar: a creep crosses the one long before the other, a step crosses both at once
         self.rising = 0
+        # runs of suspicious windows (see KeyStats.judge): a key at a span or two a window
+        # shows a fault in none alone
+        self.high_run: Run = NO_RUN
+        self.ended_run: Run = NO_RUN
 
     def bar(self, settings: Settings) -> float:
         """The own time (ns) above which a span's is high."""
@@ -73,7 +97,11 @@ class OwnBaseline:
         return settings.answer_gap * self.tail if self.tail > 0 else -1.0
 
     def learn(self, own: list[OwnSpan], mid: float, settings: Settings) -> None:
-        """Fold in a window's own times (of :data:`OwnTimes`) and their median ``mid``."""
+        """Fold in a window's own times (of :data:`OwnTimes`) and their median ``mid``; not
+        the second and later windows of a run (a fault that shows a span at a time must not
+        raise the baseline it is judged against)."""
+        if self.high_run[2] >= RUN_WINDOWS or self.ended_run[2] >= RUN_WINDOWS:
+            return
         if self.median < 0:
             self.median = mid
         else:
@@ -82,7 +110,7 @@ class OwnBaseline:
         keep = 1 - settings.slow_alpha
         self.high = keep * self.high + sum(1 for span in own if span[0] > bar)
         self.abrupt = keep * self.abrupt + len(abrupt(own, self.abrupt_bar(settings)))
-        tails = [span[3] for span in own if span[3] >= 0 and span[4].kind == _CLIENT]
+        tails = [span[3] for span in own if span[3] >= 0]
         if tails:
             tail = median(tails)
             self.tail = (
@@ -118,13 +146,9 @@ def own_findings(
         elif mid <= bar:
             base.rising += 1
         high = [span for span in own if span[0] > bar]
-        k, n = len(high), len(own)
         p0 = max(s.min_error_rate, base.high / base.spans)
-        if (
-            k >= s.min_slow
-            and k / n >= max(s.min_error_share, s.error_factor * p0)
-            and chernoff_upper(k, n, p0) < s.p_value
-        ):
+        base.high_run, count, _ = judged(base.high_run, len(high), len(own), p0, s.min_slow, s)
+        if count:
             high.sort(reverse=True)
             # severity reads how much slower the key's spans got: the own time's growth
             # against their whole median (8x of 1 ms in a 25 ms span is a fifth slower)
@@ -136,7 +160,7 @@ def own_findings(
                 base.median / 1e6,
                 "ms",
                 (whole + max(0.0, mid - base.median)) / whole,
-                k,
+                count,
                 # a creep: the typical span moved part way (its median over drift_factor x
                 # the learned one, not yet over the bar: a step takes it over at once, and a
                 # step of a few spans leaves it), or did for drift_recent windows before
@@ -170,21 +194,18 @@ def abrupt_findings(
         ended = abrupt(own, base.abrupt_bar(s))
         k, n = len(ended), len(own)
         rates[key] = (k, n)
-        if k < s.min_errors:
-            continue
         # as the missing calls: a share never seen is at most one in the spans learned
         p0 = max(s.min_error_rate, 1 / (base.spans + 1), base.abrupt / base.spans)
-        if k / n >= max(s.min_error_share, s.error_factor * p0) and (
-            chernoff_upper(k, n, p0) < s.p_value
-        ):
+        base.ended_run, count, share = judged(base.ended_run, k, n, p0, s.min_errors, s)
+        if count:
             out[key] = Finding(
                 Family.NEW_ERROR,
                 "abrupt_end_rate",
-                k / n,
+                share,
                 p0,
                 "ratio",
-                (k / n) / p0,
-                k,
+                share / p0,
+                count,
                 signature=ABRUPT,
                 # the smallest span ids, whatever order the traces came in
                 examples=tuple(
@@ -192,6 +213,28 @@ def abrupt_findings(
                 ),
             )
     return out, rates
+
+
+def judged(
+    run: Run, k: int, n: int, p0: float, least: int, settings: Settings
+) -> tuple[Run, int, float]:
+    """The run carried on with a window of k spans of n over a bar that a share ``p0`` of
+    healthy spans passes; and the spans found over it (0: none) and their share: at least
+    ``least`` of them, max(min_error_share, error_factor x p0) of the spans and improbable
+    under p0, in this window alone or over the run (as a key's errors are; only a window
+    that is suspicious itself renews a finding, so a run's evidence does not outlive the
+    fault)."""
+    s = settings
+    floor = max(s.min_error_share, s.error_factor * p0)
+    run = carry_run(run, k, n, floor, s)
+    if not k or k / n < floor:
+        return run, 0, 0.0
+    if k >= least and chernoff_upper(k, n, p0) < s.p_value:
+        return run, k, k / n
+    hits, spans, windows = run
+    if windows >= RUN_WINDOWS and hits >= least and chernoff_upper(hits, spans, p0) < s.p_value:
+        return run, round(hits), hits / spans
+    return run, 0, 0.0
 
 
 def _by_span_id(span: OwnSpan) -> tuple[bytes, bytes]:

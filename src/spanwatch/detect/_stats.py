@@ -46,7 +46,7 @@ _CHUNK = 8  # buckets a sketch grows by
 EPOCH_SPANS = 50
 # a run of suspicious windows is evidence from its second window on (one window alone is
 # judged by itself)
-_RUN_WINDOWS = 2
+RUN_WINDOWS = 2
 # a quiet run's expected spans past one and a half windows' worth: its second window or later
 QUIET_RUN = 1.5
 # err_windows counts to this at most: past it the weight learned is 1 within 0.2% (and an int
@@ -57,7 +57,9 @@ ERR_WINDOWS = 255
 # of those windows outside an error run (which learns its own), how many, spans, errors
 Streak = tuple[float, float, int, float, float, bool, int, float, float]
 NO_STREAK: Streak = (0.0, 0.0, 0, 0.0, 0.0, False, 0, 0.0, 0.0)
-_NO_RUN: tuple[float, float, int] = (0.0, 0.0, 0)
+# a run of suspicious windows: (hits, spans, windows)
+Run = tuple[float, float, int]
+NO_RUN: Run = (0.0, 0.0, 0)
 # an error run: (errors, spans, windows, whether it gave a finding)
 _NO_ERROR_RUN: tuple[float, float, int, bool] = (0.0, 0.0, 0, False)
 # a window's sampled span: span id, duration (ns, unsigned), trace id
@@ -232,6 +234,17 @@ def extend_run(
         return hits + k, spans + n, windows + 1
     keep = (most - 1) / most
     return hits * keep + k, spans * keep + n, most
+
+
+def carry_run(run: Run, k: int, n: int, floor: float, settings: Settings) -> Run:
+    """A run with a window of k hits in n spans: extended when the window is suspicious (k/n
+    at least ``floor``) or likely at the run's own rate (see :func:`consistent`), else over;
+    over too when the run as a whole falls under the floor."""
+    hits, spans, windows = run
+    if (k and k / n >= floor) or (windows and consistent(k, n, hits / spans, settings)):
+        hits, spans, windows = extend_run(hits, spans, windows, k, n, settings.run_windows)
+        return (hits, spans, windows) if hits / spans >= floor else NO_RUN
+    return NO_RUN
 
 
 def median(values: list[int]) -> float:
@@ -418,7 +431,7 @@ class KeyStats:
         # two spans a window) does not end it. (errors, spans, windows, found), (slow, spans,
         # windows)
         self.error_run: tuple[float, float, int, bool] = _NO_ERROR_RUN
-        self.slow_run: tuple[float, float, int] = _NO_RUN
+        self.slow_run: Run = NO_RUN
         # errors and spans learned (decayed as the slow baseline, about 80 windows): the spans
         # are also the key's slow count (see expected_count). An int 0, no float of its own,
         # until the key first fails
@@ -523,7 +536,7 @@ class KeyStats:
                 self._end_error_run(rk - k, rn - n, found)
             elif (
                 suspicious
-                and rw >= _RUN_WINDOWS
+                and rw >= RUN_WINDOWS
                 and rk >= settings.min_errors
                 and chernoff_upper(rk, rn, p0) < settings.p_value
             ):
@@ -557,22 +570,17 @@ class KeyStats:
             # From few samples the baseline's p99 is about their largest, which a healthy span
             # passes with chance 1/(samples + 1) (it is as likely as any to be the largest)
             expected_slow = max(settings.slow_expected, 1 / (samples + 1))
-            ra, rm, rw = self.slow_run
             suspicious = above and above / m >= settings.slow_share
-            if suspicious or (rw and consistent(above, m, ra / rm, settings)):
-                ra, rm, rw = extend_run(ra, rm, rw, above, m, settings.run_windows)
-                if ra / rm < settings.slow_share:
-                    ra, rm, rw = _NO_RUN
-            else:
-                ra, rm, rw = _NO_RUN
-            self.slow_run = (ra, rm, rw)
+            self.slow_run = ra, rm, rw = carry_run(
+                self.slow_run, above, m, settings.slow_share, settings
+            )
             if suspicious and (
                 (
                     above >= settings.min_slow
                     and chernoff_upper(above, m, expected_slow) < settings.p_value
                 )
                 or (
-                    rw >= _RUN_WINDOWS
+                    rw >= RUN_WINDOWS
                     and ra >= settings.min_slow
                     and chernoff_upper(ra, rm, expected_slow) < settings.p_value
                 )
@@ -729,7 +737,7 @@ class KeyStats:
             self.err_n = keep * self.err_n + n
             if self.err_windows < ERR_WINDOWS:
                 self.err_windows += 1
-        durations = acc.durations if acc and self.slow_run[2] < _RUN_WINDOWS else []
+        durations = acc.durations if acc and self.slow_run[2] < RUN_WINDOWS else []
         if durations:
             self._quantiles = None
             buckets = bucketed(durations)
