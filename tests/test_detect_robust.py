@@ -374,6 +374,24 @@ def test_a_wrong_result_at_a_request_or_two_a_window_without_statuses_is_one_inc
     assert _parse_ns(incidents[0]["detected_at"]) - DEFAULT_START_NS - WARMUP * NS <= 180 * NS
 
 
+@pytest.mark.parametrize(
+    ("service", "operation"),
+    [("payments", "POST /v1/charges"), ("checkout", "/Checkout/PlaceOrder")],
+)
+def test_a_handler_stopping_short_at_a_request_or_two_a_window_without_statuses_is_found(
+    service: str, operation: str
+) -> None:
+    """Payments (or checkout) at a request or two a window raises on 40% of them, and nothing
+    records a status: the failing spans stop before their usual calls (the PSP; checkout's
+    next call), and a run of windows shows it. One incident at the service, within four
+    minutes."""
+    fault = Fault(Pattern.ERROR_BURST, service, operation, WARMUP, 300, 0.4)
+    incidents = _quiet(fault, 0, WARMUP + 420, statuses=False)
+    assert _roots(incidents) == [("error_burst", service, operation)]
+    assert incidents[0]["evidence"]["metric"] == "missing_call_rate"
+    assert _parse_ns(incidents[0]["detected_at"]) - DEFAULT_START_NS - WARMUP * NS <= 240 * NS
+
+
 def test_a_slow_callee_leaves_its_callers_own_time_alone() -> None:
     """The chain's ledger slowed 5x: every caller above it is slower by as much, but none of
     that is their own time, and the one incident is the ledger's."""

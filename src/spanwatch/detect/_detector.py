@@ -433,12 +433,15 @@ class Detector:
 
     def _running(self, key: Key) -> bool:
         """Whether the key is in a run of suspicious windows: of errors, slow spans, high own
-        time, spans ending on an answer, or retries."""
+        time, spans ending on an answer, a usual call missed, or retries."""
         stats = self._stats.get(key)
         if stats is not None and (stats.error_run[2] or stats.slow_run[2]):
             return True
         own = self._structure.own_baselines.get(key)
         if own is not None and (own.high_run[2] or own.ended_run[2]):
+            return True
+        shares = self._structure.call_shares.get(key)
+        if shares is not None and shares.runs:  # (only runs under way are kept)
             return True
         return bool(self._retries.runs.get(key, (0, 0, 0))[2])
 

@@ -16,17 +16,7 @@ from spanwatch.model import SpanKind
 
 from ._keys import Key
 from ._settings import Settings
-from ._stats import (
-    EXAMPLES,
-    NO_RUN,
-    RUN_WINDOWS,
-    Family,
-    Finding,
-    KeyStats,
-    Run,
-    carry_run,
-    chernoff_upper,
-)
+from ._stats import EXAMPLES, NO_RUN, RUN_WINDOWS, Family, Finding, KeyStats, Run, judged
 
 # a window's own times of a key's spans: (own time ns, trace id, span id, tail ns (its end
 # less its last call's; negative when that call outlived it), the last call's key) of each
@@ -213,28 +203,6 @@ def abrupt_findings(
                 ),
             )
     return out, rates
-
-
-def judged(
-    run: Run, k: int, n: int, p0: float, least: int, settings: Settings
-) -> tuple[Run, int, float]:
-    """The run carried on with a window of k spans of n over a bar that a share ``p0`` of
-    healthy spans passes; and the spans found over it (0: none) and their share: at least
-    ``least`` of them, max(min_error_share, error_factor x p0) of the spans and improbable
-    under p0, in this window alone or over the run (as a key's errors are; only a window
-    that is suspicious itself renews a finding, so a run's evidence does not outlive the
-    fault)."""
-    s = settings
-    floor = max(s.min_error_share, s.error_factor * p0)
-    run = carry_run(run, k, n, floor, s)
-    if not k or k / n < floor:
-        return run, 0, 0.0
-    if k >= least and chernoff_upper(k, n, p0) < s.p_value:
-        return run, k, k / n
-    hits, spans, windows = run
-    if windows >= RUN_WINDOWS and hits >= least and chernoff_upper(hits, spans, p0) < s.p_value:
-        return run, round(hits), hits / spans
-    return run, 0, 0.0
 
 
 def _by_span_id(span: OwnSpan) -> tuple[bytes, bytes]:

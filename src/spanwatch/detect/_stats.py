@@ -247,6 +247,28 @@ def carry_run(run: Run, k: int, n: int, floor: float, settings: Settings) -> Run
     return NO_RUN
 
 
+def judged(
+    run: Run, k: int, n: int, p0: float, least: int, settings: Settings
+) -> tuple[Run, int, float]:
+    """The run carried on with a window of k spans of n over a bar that a share ``p0`` of
+    healthy spans passes; and the spans found over it (0: none) and their share: at least
+    ``least`` of them, max(min_error_share, error_factor x p0) of the spans and improbable
+    under p0, in this window alone or over the run (as a key's errors are; only a window
+    that is suspicious itself renews a finding, so a run's evidence does not outlive the
+    fault)."""
+    s = settings
+    floor = max(s.min_error_share, s.error_factor * p0)
+    run = carry_run(run, k, n, floor, s)
+    if not k or k / n < floor:
+        return run, 0, 0.0
+    if k >= least and chernoff_upper(k, n, p0) < s.p_value:
+        return run, k, k / n
+    hits, spans, windows = run
+    if windows >= RUN_WINDOWS and hits >= least and chernoff_upper(hits, spans, p0) < s.p_value:
+        return run, round(hits), hits / spans
+    return run, 0, 0.0
+
+
 def median(values: list[int]) -> float:
     ordered = sorted(values)
     return float(ordered[len(ordered) // 2]) if ordered else 0.0
@@ -376,15 +398,22 @@ class CallShares:
     """What share of one key's spans call each child key (its usual calls), learned as the
     error rate is: decayed counts of spans, and of those with at least one such child."""
 
-    __slots__ = ("calls", "spans")
+    __slots__ = ("calls", "runs", "spans")
 
     def __init__(self) -> None:
         self.spans = 0.0
         self.calls: dict[Key, float] = {}
+        # runs of windows whose spans lack a usual call (see judged), of each call; None
+        # while there are none (most keys, most of the time)
+        self.runs: dict[Key, Run] | None = None
 
     def learn(self, n: int, calls: Counter[Key], decay: float, limit: int) -> None:
         """Fold in a window: ``n`` spans, ``calls[c]`` of them with a child of key ``c``; at
-        most ``limit`` child keys are kept, the least used going first."""
+        most ``limit`` child keys are kept, the least used going first. Not the second and
+        later windows of a run (a call missed a span at a time must not teach that it is
+        rare)."""
+        if self.runs and any(run[2] >= RUN_WINDOWS for run in self.runs.values()):
+            return
         self.spans = decay * self.spans + n
         learned = self.calls
         for child in learned:

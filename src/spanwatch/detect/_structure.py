@@ -14,7 +14,7 @@ from spanwatch.model import SpanKind
 from ._keys import Key
 from ._own import OwnBaseline, OwnTimes, abrupt_findings, own_findings, own_time
 from ._settings import Settings
-from ._stats import EXAMPLES, CallShares, Family, Finding, KeyStats, WindowAcc, chernoff_upper
+from ._stats import EXAMPLES, NO_RUN, CallShares, Family, Finding, KeyStats, WindowAcc, judged
 from ._traces import DURATION, END, ERROR, KEY, PARENT, SPAN_ID, WIDTH, WINDOW, Traces, index
 
 # a new call's signature (beside the error signatures of its service): what a key's spans now
@@ -184,33 +184,34 @@ class Structure:
             if acc is not None and acc.errors > s.structure_failed_share * acc.count:
                 continue  # mostly failed: the error finding tells it
             floor = max(s.min_error_rate, 1 / (shares.spans + 1))
-            worst: tuple[int, float, Key] | None = None
+            worst: tuple[int, float, Key, float] | None = None
+            runs, carried = shares.runs or {}, {}
             for child, learned in shares.calls.items():
                 share = learned / shares.spans
                 if share < s.structure_usual:
                     continue
-                m = n - children.get(child, 0)
                 q = max(floor, 1 - share)
-                if (
-                    m >= s.min_errors
-                    and m / n >= max(s.min_error_share, s.error_factor * q)
-                    and chernoff_upper(m, n, q) < s.p_value
-                    and (worst is None or (m, -q, child) > (worst[0], -worst[1], worst[2]))
-                ):
-                    worst = (m, q, child)
+                # in this window, or over a run of them (a key at a span or two a window)
+                lacking = n - children.get(child, 0)
+                run, m, rate = judged(runs.get(child, NO_RUN), lacking, n, q, s.min_errors, s)
+                if run[2]:
+                    carried[child] = run
+                if m and (worst is None or (m, -q, child) > (worst[0], -worst[1], worst[2])):
+                    worst = (m, q, child, rate)
+            shares.runs = carried or None
             if worst is None:
                 continue
-            m, q, child = worst
+            m, q, child, rate = worst
             stopped[key] = child
             label, examples = missing_calls(traces, key, child, trace_ids, window)
             out[key] = [
                 Finding(
                     Family.ERRORS,
                     "missing_call_rate",
-                    m / n,
+                    rate,
                     q,
                     "ratio",
-                    (m / n) / q,
+                    rate / q,
                     m,
                     signature=label,
                     examples=examples,
