@@ -20,7 +20,7 @@ from ._keys import Key
 from ._settings import Settings
 from ._stats import ERROR_EXAMPLES, EXAMPLES, Family, Finding, KeyStats, WindowAcc
 from ._structure import HANDLER_KINDS
-from ._traces import Traces, TraceSpan, example_spans, read
+from ._traces import INTERNAL, Traces, TraceSpan, calls_of, example_spans, reach, read
 
 _CLIENT, _SERVER = int(SpanKind.CLIENT), int(SpanKind.SERVER)
 # a critical path's steps at most: deeper than any call chain worth reading in an incident
@@ -189,8 +189,10 @@ class RootCause:
         did: its last call was to a service that answered OK, and (``timed``) it ended within
         answer_gap of its own time after that answer came (it failed on reading it, not on
         work of its own after)."""
-        below = children.get(span.span_id)
-        if not below or span.key.kind not in HANDLER_KINDS:
+        if span.key.kind not in HANDLER_KINDS and span.key.kind != INTERNAL:
+            return None
+        below = calls_of(span.span_id, children)
+        if not below:
             return None
         last = max(below, key=lambda c: (c.end, c.span_id))
         if last.error or last.key.kind != _CLIENT:
@@ -236,7 +238,7 @@ class RootCause:
             children = trace.children
             services = {node.key.service}
             for _ in range(self.settings.max_incident_services):
-                below = children.get(node.span_id, [])
+                below = calls_of(node.span_id, children)
                 # handlers under it, directly or through the client span that called them
                 handlers = [c for c in below if c.key.kind in HANDLER_KINDS] + [
                     g
@@ -250,7 +252,7 @@ class RootCause:
                     for h in handlers
                     if (missing := stopped.get(h.key)) is not None
                     and not h.error
-                    and all(c.key != missing for c in children.get(h.span_id, ()))
+                    and all(c.key != missing for c in reach(h.span_id, children))
                 ]
                 if not short:
                     break

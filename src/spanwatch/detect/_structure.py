@@ -15,12 +15,27 @@ from ._keys import Key
 from ._own import OwnBaseline, OwnTimes, abrupt_findings, own_findings, own_time
 from ._settings import Settings
 from ._stats import EXAMPLES, NO_RUN, CallShares, Family, Finding, KeyStats, WindowAcc, judged
-from ._traces import DURATION, END, ERROR, KEY, PARENT, SPAN_ID, WIDTH, WINDOW, Traces, index
+from ._traces import (
+    DURATION,
+    END,
+    ERROR,
+    INTERNAL,
+    KEY,
+    PARENT,
+    SPAN_ID,
+    WIDTH,
+    WINDOW,
+    Traces,
+    index,
+    reach,
+)
 
 # a new call's signature (beside the error signatures of its service): what a key's spans now
 # call, never called before
 CALLS = "calls "
 HANDLER_KINDS = frozenset((int(SpanKind.SERVER), int(SpanKind.CONSUMER)))
+# INTERNAL spans nested in INTERNAL spans that a handler's calls are looked for through
+_INNER_DEPTH = 8
 _SERVER = int(SpanKind.SERVER)
 # handler spans of a window: (their spans that did not fail, how many of those called a child
 # of each key), by key
@@ -118,10 +133,27 @@ class Structure:
             durations = flat[DURATION::WIDTH]
             ends = flat[END::WIDTH]
             mine: dict[bytes, list[int]] = {span_ids[j]: [] for j in handlers}
-            for i, parent in enumerate(flat[PARENT::WIDTH]):
+            parent_ids = flat[PARENT::WIDTH]
+            for i, parent in enumerate(parent_ids):
                 below = mine.get(parent)
                 if below is not None:
                     below.append(i)
+            inner = {span_ids[i] for i, key in enumerate(keys) if key.kind == INTERNAL}
+            if inner:
+                # what an INTERNAL span under a handler made (a controller method's calls) the
+                # handler made: its calls, its own time around them (see _traces.reach)
+                parent_of = dict(zip(span_ids, parent_ids, strict=True))
+                feeds: dict[bytes, list[int]] = {}
+                for span_id in inner:
+                    up, depth = parent_of[span_id], 0
+                    while up in inner and depth < _INNER_DEPTH:
+                        up, depth = parent_of[up], depth + 1
+                    if (target := mine.get(up)) is not None:
+                        feeds[span_id] = target
+                if feeds:
+                    for i, parent in enumerate(parent_ids):
+                        if (target := feeds.get(parent)) is not None:
+                            target.append(i)
             for j in handlers:
                 if errors[j] or durations[j] > longest:
                     continue
@@ -133,10 +165,16 @@ class Structure:
                 below = mine[span_ids[j]]
                 if not below:
                     continue
+                if inner:
+                    entry[1].update({keys[i] for i in below})
+                    below = [i for i in below if keys[i].kind != INTERNAL]
+                    if not below:
+                        continue
                 end = ends[j]
                 if len(below) == 1:  # most handlers make one call: no sort, no union
                     (i,) = below
-                    entry[1][keys[i]] += 1
+                    if not inner:
+                        entry[1][keys[i]] += 1
                     if errors[i]:
                         continue
                     last = i
@@ -150,7 +188,8 @@ class Structure:
                     if call_end > call_start:
                         own_ns -= call_end - call_start
                 else:
-                    entry[1].update({keys[i] for i in below})
+                    if not inner:
+                        entry[1].update({keys[i] for i in below})
                     if any(errors[i] for i in below):
                         continue
                     calls = [(ends[i] - durations[i], ends[i]) for i in below]
@@ -287,7 +326,7 @@ def missing_calls(
                 sp.key == key
                 and sp.window == window
                 and not sp.error
-                and all(c.key != child for c in children.get(sp.span_id, ()))
+                and all(c.key != child for c in reach(sp.span_id, children))
             ):
                 examples.append((sp.span_id, trace_id))
     examples.sort()
@@ -311,7 +350,7 @@ def calling(
             if (
                 sp.key == key
                 and sp.window == window
-                and any(c.key == child for c in trace.children.get(sp.span_id, ()))
+                and any(c.key == child for c in reach(sp.span_id, trace.children))
             ):
                 examples.append((sp.span_id, trace_id))
     examples.sort()

@@ -12,8 +12,12 @@ from collections.abc import Iterable, Iterator
 from functools import partial
 from typing import Any, NamedTuple
 
+from spanwatch.model import SpanKind
+
 from . import _filing as filing
 from ._keys import Key
+
+INTERNAL = int(SpanKind.INTERNAL)
 
 Traces = OrderedDict[bytes, list[Any]]  # trace id -> its spans, flat, oldest trace first
 
@@ -48,6 +52,24 @@ class Trace(NamedTuple):
     spans: list[TraceSpan]
     by_id: dict[bytes, TraceSpan]
     children: defaultdict[bytes, list[TraceSpan]]  # by parent span id, in span order
+
+
+def reach(span_id: bytes, children: dict[bytes, list[TraceSpan]]) -> list[TraceSpan]:
+    """What a span made: its children, and those of each INTERNAL child in turn (a controller
+    method, a function traced in-process: the span's own work, with its calls under it)."""
+    out: list[TraceSpan] = []
+    stack = list(children.get(span_id, ()))
+    while stack:
+        child = stack.pop()
+        out.append(child)
+        if child.key.kind == INTERNAL:
+            stack.extend(children.get(child.span_id, ()))
+    return out
+
+
+def calls_of(span_id: bytes, children: dict[bytes, list[TraceSpan]]) -> list[TraceSpan]:
+    """The calls a span made (:func:`reach`, less the INTERNAL spans: their time is its own)."""
+    return [c for c in reach(span_id, children) if c.key.kind != INTERNAL]
 
 
 def read(traces: Traces, trace_id: bytes) -> Trace | None:
