@@ -66,7 +66,7 @@ class Detector:
         self._structure = Structure(s, self._stats, self._parents, self._call_shares)
         self._new_errors = NewErrors(s, self._stats)
         self._retries = Retries(s, self._stats)
-        self._root_cause = RootCause(s, self._stats, self._parents)
+        self._root_cause = RootCause(s, self._stats, self._parents, self._structure.own_baselines)
         self._deploys = Deploys(s)
         self._incidents = Incidents(s, self._stats, self._parents, self._deploys)
         self.late_spans = 0

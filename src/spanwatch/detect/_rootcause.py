@@ -17,6 +17,7 @@ from spanwatch.model import Operation, PathStep, SpanKind
 
 from ._calls import CLIENT_KINDS
 from ._keys import Key
+from ._own import OwnBaseline
 from ._settings import Settings
 from ._stats import ERROR_EXAMPLES, EXAMPLES, Family, Finding, KeyStats, WindowAcc
 from ._structure import HANDLER_KINDS
@@ -42,11 +43,16 @@ class RootCause:
     is blamed on the child whose time is most above its own)."""
 
     def __init__(
-        self, settings: Settings, stats: dict[Key, KeyStats], parents: dict[Key, set[Key]]
+        self,
+        settings: Settings,
+        stats: dict[Key, KeyStats],
+        parents: dict[Key, set[Key]],
+        own: dict[Key, OwnBaseline] | None = None,
     ) -> None:
         self.settings = settings
         self.stats = stats
         self.parents = parents
+        self.own = {} if own is None else own  # each handler key's own time and usual tail
 
     def find(
         self,
@@ -116,6 +122,14 @@ class RootCause:
             by_id, children = trace.by_id, trace.children
             while (child := step(span, children.get(span.span_id, []))) is not None:
                 span = child
+            # an INTERNAL span (a controller method) is its handler's own work: the handler
+            # is what failed or slowed, and the answer rule reads its calls and usual tail
+            while span.key.kind == INTERNAL and (outer := by_id.get(span.parent)) is not None:
+                if outer.key.service != span.key.service or (
+                    outer.key.kind != INTERNAL and outer.key.kind not in HANDLER_KINDS
+                ):
+                    break
+                span = outer
             callee = (
                 next((c for c in children.get(span.span_id, ()) if c.key.kind == _SERVER), None)
                 if span.key.kind == _CLIENT
@@ -204,7 +218,11 @@ class RootCause:
             return callee.key
         own = span.duration - sum(c.duration for c in below)
         gap = span.end - last.end
-        if gap < 0 or gap > self.settings.answer_gap * own:
+        # within answer_gap of its own time, or of its key's usual tail (the time its spans
+        # spend after their last answer: parsing it, the work after)
+        base = self.own.get(span.key)
+        bar = max(self.settings.answer_gap * own, base.abrupt_bar(self.settings) if base else 0)
+        if gap < 0 or gap > bar:
             return None  # a call that outlived it, or work of its own after the answer
         return callee.key
 
