@@ -221,10 +221,16 @@ class Retries:
                     run_hits, run_traces, windows, hits, traces_with_key, s.run_windows
                 )
                 if run_hits / run_traces >= s.retry_share:
+                    usual = self.usual(key)
+                    # and improbable at the usual share, as every other test: a key that
+                    # several callers share, one of them calling it in a loop (an item at a
+                    # time), retries nothing when that caller is busier than usual
                     storm = (
                         suspicious
                         and run_hits >= s.retry_min_traces
-                        and self.usual(key) < s.retry_usual
+                        and usual < s.retry_usual
+                        and chernoff_upper(run_hits, run_traces, max(s.min_error_rate, usual))
+                        < s.p_value
                     )
                     runs[key] = (run_hits, run_traces, windows, found or storm)
                     if storm:
