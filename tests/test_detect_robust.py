@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import random
 from collections import defaultdict
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from spanwatch.cli._eval import _parse_ns, _without_status
 from spanwatch.detect import Detector, Settings
 from spanwatch.detect._own import own_time
 from spanwatch.detect._stats import Family, KeyStats, WindowAcc
-from spanwatch.model import Pattern
+from spanwatch.model import Pattern, Span, SpanBatch, SpanKind
 from spanwatch.sim import DEFAULT_START_NS, NS, Fault, Simulator, chain, fanout, shop
 from spanwatch.sim._fleet import quiet_entries
 
@@ -390,6 +391,80 @@ def test_a_handler_stopping_short_at_a_request_or_two_a_window_without_statuses_
     assert _roots(incidents) == [("error_burst", service, operation)]
     assert incidents[0]["evidence"]["metric"] == "missing_call_rate"
     assert _parse_ns(incidents[0]["detected_at"]) - DEFAULT_START_NS - WARMUP * NS <= 240 * NS
+
+
+def _inner(span_id: bytes) -> bytes:
+    return bytes(b ^ 0x5A for b in span_id)
+
+
+def _with_controllers(batch: SpanBatch) -> SpanBatch:
+    """The batch as the OpenTelemetry Java agent with controller spans gives it: an INTERNAL
+    span (the controller method) inside each server and consumer span, the calls under it."""
+    out: list[Span] = []
+    for span in batch.rows():
+        if span.kind in (SpanKind.CLIENT, SpanKind.PRODUCER) and span.parent_span_id:
+            span = replace(span, parent_span_id=_inner(span.parent_span_id))
+        out.append(span)
+        if span.kind in (SpanKind.SERVER, SpanKind.CONSUMER):
+            pad = (span.end_ns - span.start_ns) // 100
+            out.append(
+                replace(
+                    span,
+                    span_id=_inner(span.span_id),
+                    parent_span_id=span.span_id,
+                    kind=SpanKind.INTERNAL,
+                    name=f"{span.service.title()}Controller.handle",
+                    start_ns=span.start_ns + pad,
+                    end_ns=span.end_ns - pad,
+                    http_route="",
+                    http_method="",
+                    http_status_code=0,
+                    rpc_system="",
+                    rpc_service="",
+                    rpc_method="",
+                    messaging_system="",
+                )
+            )
+    return SpanBatch.from_spans(out)
+
+
+@pytest.mark.parametrize(
+    ("topology", "fault", "expected"),
+    [
+        (
+            chain,
+            Fault(Pattern.NEW_ERROR, "tax", "/Tax/Compute", WARMUP, 300, 0.4, "answer"),
+            ("new_error", "tax", "/Tax/Compute"),
+        ),
+        (
+            shop,
+            Fault(Pattern.ERROR_BURST, "payments", "POST /v1/charges", WARMUP, 300, 0.4),
+            ("error_burst", "payments", "POST /v1/charges"),
+        ),
+        (
+            chain,
+            Fault(Pattern.LATENCY_SPIKE, "edge", "", WARMUP, 300, 8.0, where="cpu"),
+            ("latency_spike", "edge", "GET /v2/quote"),
+        ),
+    ],
+    ids=["wrong_result", "stops_short", "starved"],
+)
+def test_controller_spans_between_a_handler_and_its_calls_hide_nothing(
+    topology: Any, fault: Fault, expected: tuple[str, str, str]
+) -> None:
+    """With an INTERNAL controller span between each handler and its calls, and no status
+    recorded: a wrong result, a handler stopping short and a starved service are found as
+    without them, at the same root (the controller's calls are the handler's)."""
+    sim = Simulator(topology(), seed=0, faults=(fault,))
+    detector = Detector()
+    last: dict[str, dict[str, Any]] = {}
+    for batch in sim.batches(WARMUP + 360):
+        for event in detector.process(_with_controllers(_without_status(batch))):
+            if event.type != "incident.resolved":
+                last[event.fields["incident"]["id"]] = event.fields["incident"]
+    incidents = sorted(last.values(), key=lambda i: i["detected_at"])
+    assert _roots(incidents)[:1] == [expected], _roots(incidents)
+    assert _parse_ns(incidents[0]["detected_at"]) - DEFAULT_START_NS - WARMUP * NS <= 60 * NS
 
 
 def test_a_slow_callee_leaves_its_callers_own_time_alone() -> None:

@@ -69,7 +69,8 @@ class Settings:
     # services one incident may name; a symptom past it opens its own (or joins none)
     max_incident_services: int = 12
     # a failed handler span failed on an answer when its last call's callee answered OK and
-    # it ended within answer_gap of its own time after the answer came (an exception on
+    # it ended within answer_gap of its own time (or of its key's usual tail: the time its
+    # spans spend after their last answer) after the answer came (an exception on
     # reading it; work of its own after its calls takes longer); when answer_share of a
     # finding's examples failed on the same callee's answers, that callee is the root (a
     # wrong result), as long as min_errors of them do
