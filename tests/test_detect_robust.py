@@ -553,3 +553,24 @@ def test_a_span_ends_on_an_answer_by_its_keys_usual_tail_not_its_own_time() -> N
     found, rates = abrupt_findings({key: window(1, 0.05)}, {key: base}, stats, settings)
     assert found[key].metric == "abrupt_end_rate" and rates == {key: (50, 50)}
     assert len(found[key].examples) == 5
+
+
+def test_a_rolling_deploy_is_one_deploy_and_a_rollback_another() -> None:
+    """Old and new instances serve side by side for 20 s, their spans interleaved: one deploy,
+    when the new version first shows. Going back to the old version an hour later (no longer
+    live) is a second; a service's first version is none."""
+    from spanwatch.detect._lifecycle import Deploys
+
+    deploys = Deploys(Settings())
+    second = NS
+    t = DEFAULT_START_NS
+    deploys.track(["cart"], [""], ["1.0"], [t])
+    for step in range(20):  # the rollout: both versions in every batch
+        at = t + (60 + step) * second
+        deploys.track(["cart", "cart", "cart"], ["", "", ""], ["1.0", "1.1", "1.0"], [at] * 3)
+    for step in range(600):  # the new version alone, for ten minutes and more
+        deploys.track(["cart"], [""], ["1.1"], [t + (80 + step) * second])
+    rollback = t + 3600 * second
+    deploys.track(["cart"], [""], ["1.0"], [rollback])
+    found = [(d.old_version, d.new_version, d.at_ns) for _, d in deploys.deploys]
+    assert found == [("1.0", "1.1", t + 60 * second), ("1.1", "1.0", rollback)]

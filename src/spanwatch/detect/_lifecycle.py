@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import statistics
-from collections import defaultdict, deque
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -47,6 +47,9 @@ UPDATE_WINDOWS = 3
 MOVED = 0.3
 SHARE_MOVED = 0.2
 DEPLOY_HORIZON_NS = 30 * 60 * 1_000_000_000  # deploys this long before an incident matter
+# a version is live while spans of it came this recently: instances of the old and the new
+# serving side by side through a rolling deploy make one deploy
+DEPLOY_LIVE_NS = 10 * 60 * 1_000_000_000
 
 
 @dataclass(slots=True)
@@ -70,35 +73,45 @@ class Open:
 
 
 class Deploys:
-    """Each service's version (within its scope), and the latest changes of it: the deploys
-    an incident names."""
+    """Each service's live versions (within its scope), and the latest changes of them: the
+    deploys an incident names. A version is live while its spans keep coming (DEPLOY_LIVE_NS):
+    a rolling deploy, old and new instances serving side by side for a while, is one deploy,
+    when the new version first shows; going back to a version no longer live is another."""
 
     def __init__(self, settings: Settings) -> None:
-        self.versions: dict[tuple[str, str], str] = {}  # (service, scope) -> version
+        # (service, scope) -> version -> the end (ns) of its latest span seen
+        self.live: dict[tuple[str, str], dict[str, int]] = {}
         self.deploys: deque[tuple[str, Deploy]] = deque(maxlen=settings.max_deploys)
 
     def track(
         self, services: list[str], scopes: list[str], versions: list[str], ends: list[int]
     ) -> None:
-        """Note each service's version (within its scope), and a deploy when it changes."""
-        known = self.versions
-        seen: dict[tuple[str, str], set[str]] = defaultdict(set)
+        """Note each service's versions (within its scope), and a deploy when one that is not
+        live shows."""
+        if not ends:
+            return
+        now = max(ends)
         for service, scope, version in dict.fromkeys(zip(services, scopes, versions, strict=True)):
-            if version:
-                seen[service, scope].add(version)
-        changing = set()
-        for ident, found in seen.items():
-            if len(found) > 1 or known.get(ident, next(iter(found))) not in found:
-                changing.add(ident)
-            else:
-                known[ident] = next(iter(found))
-        if changing:  # in span order, as they changed
-            for service, scope, version, end in zip(services, scopes, versions, ends, strict=True):
-                ident = (service, scope)
-                if version and ident in changing:
-                    if known.get(ident, version) != version:
-                        self.deploys.append((scope, Deploy(service, known[ident], version, end)))
-                    known[ident] = version
+            if not version:
+                continue
+            seen = self.live.get((service, scope))
+            if seen is None:
+                self.live[service, scope] = {version: now}  # its first version: no deploy
+                continue
+            last = seen.get(version)
+            if last is None or now - last > DEPLOY_LIVE_NS:
+                at = min(
+                    end
+                    for sv, sc, v, end in zip(services, scopes, versions, ends, strict=True)
+                    if v == version and sv == service and sc == scope
+                )
+                others = [v for v in seen if v != version]
+                if others:  # from the version seen last (a live one, while it still is)
+                    previous = max(others, key=lambda v: (seen[v], v))
+                    self.deploys.append((scope, Deploy(service, previous, version, at)))
+                for gone in [v for v, t in seen.items() if now - t > DEPLOY_LIVE_NS]:
+                    del seen[gone]
+            seen[version] = max(now, last or 0)
 
     def before(self, scope: str, services: set[str], started_ns: int) -> tuple[Deploy, ...]:
         """The deploys of ``services`` in ``scope`` shortly before an incident started."""

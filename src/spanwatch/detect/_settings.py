@@ -120,6 +120,10 @@ class Settings:
     # calls at a time) about 15, and a lasting change of level is learned after it
     drop_windows: int = 36
     drop_ratio: float = 0.3  # observed/expected at or below which traffic has dropped
+    # a run of quiet windows is a drop only at a key that has had traffic in this many times
+    # as many windows as the run holds: a key seen for a few minutes has not yet shown how
+    # long its quiet spells can be (bursts, a daily low), and its first long one is no drop
+    drop_history: float = 2.0
     rate_alpha: float = 0.1  # EWMA weight of a window in rate baselines
     fast_epoch_windows: int = 60  # latency baseline epoch (two epochs are kept)
     slow_epoch_windows: int = 360  # the slow baseline that drift is judged against

@@ -520,10 +520,13 @@ class KeyStats:
                 obs, exp = obs + n, exp + expected
                 # quasi-Poisson: counts in units of the key's own dispersion (bursts of calls)
                 phi = self.dispersion(settings)
+                # and a silence is judged against a history longer than itself: a key seen
+                # for seven minutes has not shown how long its quiet spells can be
                 if (
                     low
                     and obs <= settings.drop_ratio * exp
                     and poisson_lower(obs / phi, exp / phi) < settings.p_value
+                    and self.windows >= settings.drop_history * exp / expected
                 ):
                     findings.append(
                         Finding(
