@@ -574,3 +574,15 @@ def test_a_rolling_deploy_is_one_deploy_and_a_rollback_another() -> None:
     deploys.track(["cart"], [""], ["1.0"], [rollback])
     found = [(d.old_version, d.new_version, d.at_ns) for _, d in deploys.deploys]
     assert found == [("1.0", "1.1", t + 60 * second), ("1.1", "1.0", rollback)]
+
+
+def test_an_incident_updated_as_its_fault_ends_tells_the_worst_seen() -> None:
+    """Payments fails for four minutes, then recovers: the evidence follows it down to 0%,
+    while the summary (what an alert or a reader sees) keeps the worst error rate seen, not
+    "error rate 0%"."""
+    fault = Fault(Pattern.ERROR_BURST, "payments", "POST /v1/charges", WARMUP, 240, 0.5)
+    incidents = _incidents(Simulator(shop(), seed=2, faults=(fault,)), WARMUP + 400)
+    (incident,) = incidents
+    evidence = incident["evidence"]
+    assert evidence["observed"] < 0.05 < 0.4 < evidence["peak"], evidence
+    assert f"error rate {evidence['peak']:.0%}" in incident["summary"], incident["summary"]

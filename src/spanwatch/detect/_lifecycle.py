@@ -378,9 +378,11 @@ class Incidents:
         if not moved or window - current.shown_window < UPDATE_WINDOWS:
             return False
         current.shown, current.shown_window = (observed, share), window
+        # the summary tells the worst seen (the evidence holds the latest as well): one
+        # updated as the fault ends must not read "error rate 0%"
         now = replace(
             current.finding,
-            observed=observed,
+            observed=peak,
             affected=current.finding.affected + current.counted,
         )
         summary = summary_of(old.pattern, old.root_cause, now, current.front)
