@@ -586,3 +586,34 @@ def test_an_incident_updated_as_its_fault_ends_tells_the_worst_seen() -> None:
     evidence = incident["evidence"]
     assert evidence["observed"] < 0.05 < 0.4 < evidence["peak"], evidence
     assert f"error rate {evidence['peak']:.0%}" in incident["summary"], incident["summary"]
+
+
+def _window(spans: int, signatures: dict[str, int]) -> WindowAcc:
+    """A key's window of ``spans`` spans, ``signatures[s]`` of them failed with signature s."""
+    failed = [s for s, n in signatures.items() for _ in range(n)]
+    acc = WindowAcc()
+    for i in range(spans):
+        signature = failed[i] if i < len(failed) else ""
+        acc.add(1_000_000, signature, b"t" * 16, b"%07d" % i + b"s")
+    return acc
+
+
+def test_new_error_signatures_are_counted_per_operation_and_a_bare_error_is_none() -> None:
+    """A new exception type that a busy operation of a service raises now and then does not
+    lend its count to a quiet operation of the same service that raises it once; and a failure
+    with neither an exception type nor a message (a 4xx a client span marks) is nothing new."""
+    from spanwatch.detect._keys import Key
+    from spanwatch.detect._new_errors import NewErrors
+
+    settings = Settings()
+    busy, quiet = (Key("orders", op, SpanKind.SERVER, "") for op in ("GET /a", "GET /b"))
+    stats = {key: KeyStats(60, 360) for key in (busy, quiet)}
+    for key, per_window in ((busy, 200), (quiet, 2)):
+        stats[key].count_ewma, stats[key].err_n = float(per_window), 80.0 * per_window
+    errors = NewErrors(settings, stats)
+    exception = "java.lang.NullPointerException"
+    for window in range(100, 105):
+        errors.findings(busy, _window(200, {exception: 1}), window, learning=False)
+    assert errors.findings(quiet, _window(2, {exception: 1}), 105, learning=False) == []
+    for window in range(100, 110):  # a steady 4xx, three a window
+        assert errors.findings(busy, _window(200, {"error": 3}), window, learning=False) == []

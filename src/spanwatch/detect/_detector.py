@@ -26,7 +26,7 @@ from ._filing import take
 from ._grouping import group_findings
 from ._keys import CallNames, Key, KeyTable, template
 from ._lifecycle import Deploys, Incidents
-from ._new_errors import NewErrors, Retries
+from ._new_errors import BARE_ERROR, NewErrors, Retries
 from ._probes import probe_rows
 from ._rootcause import RootCause
 from ._settings import Settings
@@ -263,7 +263,7 @@ class Detector:
                 row = rows[j]
                 signature = b.exception_type[row] or template(b.status_message[row][:80])
                 failed[ends[j] // w, keys[j]].append(
-                    (signature or "error", span_ids[j], trace_ids[j])
+                    (signature or BARE_ERROR, span_ids[j], trace_ids[j])
                 )
         span_windows: list[int] = []
         start = 0

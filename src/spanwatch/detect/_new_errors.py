@@ -30,6 +30,10 @@ _ADDRESS = re.compile(r"(?<![\w.])\d{1,3}(?:\.\d{1,3}){3}(?![\w.])|\[[0-9A-Fa-f:
 _NO_RUN: tuple[float, float, int, bool] = (0.0, 0.0, 0, False)
 
 
+# the signature of a failed span with neither an exception type nor a status message
+BARE_ERROR = "error"
+
+
 class NewErrors:
     """Error signatures known for each service (within its scope), and those seen lately
     that are still new."""
@@ -41,16 +45,19 @@ class NewErrors:
         self.known: dict[tuple[str, str], set[str]] = defaultdict(set)
         # (service, scope) -> call signatures known for it (at most max_known_calls)
         self.known_calls: dict[tuple[str, str], set[str]] = defaultdict(set)
-        # (service, scope, signature) -> (first window, occurrences since, the rate it may
-        # have had unseen)
-        self.new: dict[tuple[str, str, str], tuple[int, int, float]] = {}
+        # (key, signature) -> (first window, occurrences since, the rate it may have had
+        # unseen): of each key, judged against that key's spans (new for its service)
+        self.new: dict[tuple[Key, str], tuple[int, int, float]] = {}
 
     def findings(self, key: Key, acc: WindowAcc, window: int, learning: bool) -> list[Finding]:
         """The key's new error signatures this window; while ``learning`` every signature is
         learned as known."""
         stats = self.stats.get(key)
         rate = max(self.settings.min_error_rate, stats.error_rate() if stats is not None else 0.0)
-        return self._judge(key, acc.signatures or {}, acc.count, window, learning, rate)
+        # a failure with neither an exception type nor a message ("error": a 4xx a client
+        # span marks, a bare status) says nothing new; the error rate judges it
+        signatures = {sig: n for sig, n in (acc.signatures or {}).items() if sig != BARE_ERROR}
+        return self._judge(key, signatures, acc.count, window, learning, rate)
 
     def new_calls(
         self, key: Key, spans: int, children: Counter[Key], window: int, learning: bool
@@ -106,7 +113,7 @@ class NewErrors:
             if learning:
                 known.add(signature)
                 continue
-            ident = (key.service, key.scope, signature)
+            ident = (key, signature)
             entry = self.new.get(ident)
             if entry is None:
                 # The rate it may have had unseen: half a span in the key's recent exposure,
