@@ -617,3 +617,29 @@ def test_new_error_signatures_are_counted_per_operation_and_a_bare_error_is_none
     assert errors.findings(quiet, _window(2, {exception: 1}), 105, learning=False) == []
     for window in range(100, 110):  # a steady 4xx, three a window
         assert errors.findings(busy, _window(200, {"error": 3}), window, learning=False) == []
+
+
+def test_a_burst_of_4xx_answers_is_the_callees_and_no_network_trouble(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Catalog and cart start answering 404 to most lookups by id (their server spans UNSET
+    with the code, the callers' client spans ERROR with it, as the instrumentations mark
+    them): the callees answered, so each incident is one callee's, and no summary says
+    anything of network or ingress in front of it."""
+    from spanwatch.sim import _fleet
+
+    detector = Detector()
+    last: dict[str, dict[str, Any]] = {}
+    sim = Simulator(shop(), seed=3)
+    for batch in sim.batches(WARMUP + 240):
+        if batch.end_ns[0] - DEFAULT_START_NS > WARMUP * NS:
+            monkeypatch.setattr(_fleet, "LOOKUP_SHARE", 0.6)
+        for event in detector.process(_fleet.answer_4xx(batch)):
+            if event.type != "incident.resolved":
+                last[event.fields["incident"]["id"]] = event.fields["incident"]
+    incidents = list(last.values())
+    assert sorted((s, o) for _, s, o in _roots(incidents)) == [
+        ("cart", "GET /api/cart/{id}"),
+        ("catalog", "GET /api/products/{id}"),
+    ]
+    assert not [i["summary"] for i in incidents if "network" in i["summary"]]

@@ -32,11 +32,12 @@ from ._rootcause import RootCause
 from ._settings import Settings
 from ._stats import NO_STREAK, CallShares, Finding, KeyStats, WindowAcc
 from ._structure import Structure, calling
-from ._traces import WINDOW, Traces, expire, keep
+from ._traces import ANSWERED, WINDOW, Traces, expire, keep
 
 # Plain ints for the per-span loop (enum comparisons cost more than the rest of its work).
 _SERVER = int(SpanKind.SERVER)
 _ERROR = int(StatusCode.ERROR)
+_CLIENT = int(SpanKind.CLIENT)
 
 
 class Detector:
@@ -259,8 +260,11 @@ class Detector:
         # (window, key) -> (signature, span id, trace id) of its failed spans, in order
         failed: dict[tuple[int, Key], list[tuple[str, bytes, bytes]]] = defaultdict(list)
         if any(errors):
+            statuses = b.http_status_code
             for j in compress(range(len(rows)), errors):
                 row = rows[j]
+                if statuses[row] >= 400 and keys[j].kind == _CLIENT:
+                    errors[j] = ANSWERED  # the callee answered it: no network trouble
                 signature = b.exception_type[row] or template(b.status_message[row][:80])
                 failed[ends[j] // w, keys[j]].append(
                     (signature or BARE_ERROR, span_ids[j], trace_ids[j])

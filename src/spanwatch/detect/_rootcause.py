@@ -21,7 +21,7 @@ from ._own import OwnBaseline
 from ._settings import Settings
 from ._stats import ERROR_EXAMPLES, EXAMPLES, Family, Finding, KeyStats, WindowAcc
 from ._structure import HANDLER_KINDS
-from ._traces import INTERNAL, Traces, TraceSpan, calls_of, example_spans, reach, read
+from ._traces import ANSWERED, INTERNAL, Traces, TraceSpan, calls_of, example_spans, reach, read
 
 _CLIENT, _SERVER = int(SpanKind.CLIENT), int(SpanKind.SERVER)
 # a critical path's steps at most: deeper than any call chain worth reading in an incident
@@ -138,10 +138,12 @@ class RootCause:
             if callee is not None:
                 # The call was slow (or failed) and the callee's own span explains none of it:
                 # the time went in front of the callee (network, ingress). It is the callee's.
+                # (A call failed on the callee's HTTP error status was answered: a 404 its
+                # server span leaves unset is the callee's, and no network trouble.)
                 votes[
                     (Operation(callee.key.service, callee.key.operation, callee.key.scope), False)
                 ] += 1
-                edges += 1
+                edges += span.error != ANSWERED
             elif (
                 span.key.kind in CLIENT_KINDS
                 and span.dependency[0]

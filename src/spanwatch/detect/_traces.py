@@ -22,11 +22,16 @@ INTERNAL = int(SpanKind.INTERNAL)
 Traces = OrderedDict[bytes, list[Any]]  # trace id -> its spans, flat, oldest trace first
 
 
+# a failed client span's ``error`` when it carries an HTTP error status: the callee answered
+# (4xx, 5xx), whatever its own span says; True otherwise
+ANSWERED = 2
+
+
 class TraceSpan(NamedTuple):
     span_id: bytes
     parent: bytes
     key: Key
-    error: bool
+    error: bool | int  # False, True, or ANSWERED
     duration: int
     dependency: tuple[str, str]  # (name, operation) for calls to uninstrumented systems
     end: int  # its end, in event time (ns)
