@@ -15,7 +15,7 @@ from spanwatch.cli._eval import _parse_ns, _without_status
 from spanwatch.detect import Detector, Settings
 from spanwatch.detect._own import own_time
 from spanwatch.detect._stats import Family, KeyStats, WindowAcc
-from spanwatch.model import Pattern, Span, SpanBatch, SpanKind
+from spanwatch.model import Pattern, Span, SpanBatch, SpanKind, StatusCode
 from spanwatch.sim import DEFAULT_START_NS, NS, Fault, Simulator, chain, fanout, shop
 from spanwatch.sim._fleet import quiet_entries
 
@@ -643,3 +643,37 @@ def test_a_burst_of_4xx_answers_is_the_callees_and_no_network_trouble(
         ("catalog", "GET /api/products/{id}"),
     ]
     assert not [i["summary"] for i in incidents if "network" in i["summary"]]
+
+
+def _unreachable(batch: SpanBatch, service: str, share: float) -> SpanBatch:
+    """The batch with ``service`` unreachable for ``share`` of the traces (by trace id): its
+    spans never come, and its callers' calls into it fail on a deadline, with no answer."""
+    out = []
+    for span in batch.rows():
+        if span.trace_id[-1] < share * 256:
+            if span.service == service:
+                continue
+            if span.kind == SpanKind.CLIENT and span.peer_service == service:
+                span = replace(
+                    span,
+                    status_code=int(StatusCode.ERROR),
+                    status_message="context deadline exceeded",
+                    exception_type="DeadlineExceeded",
+                )
+        out.append(span)
+    return SpanBatch.from_spans(out)
+
+
+def test_calls_that_never_reach_their_callee_are_the_callees() -> None:
+    """Half of checkout's calls into inventory time out with no answer (no server span under
+    them): the callee is the root cause, not checkout's client key."""
+    detector = Detector()
+    last: dict[str, dict[str, Any]] = {}
+    for batch in Simulator(shop(), seed=5).batches(WARMUP + 240):
+        if batch.end_ns[0] - DEFAULT_START_NS > WARMUP * NS:
+            batch = _unreachable(batch, "inventory", 0.5)
+        for event in detector.process(batch):
+            if event.type != "incident.resolved":
+                last[event.fields["incident"]["id"]] = event.fields["incident"]
+    incidents = list(last.values())
+    assert {(s, o) for _, s, o in _roots(incidents)} == {("inventory", "/Inventory/Reserve")}

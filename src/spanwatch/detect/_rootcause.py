@@ -29,6 +29,9 @@ PATH_STEPS = 12
 # a child explains its parent's slowness when its own extra time is over this share of the
 # parent's (two children cannot both hold more than half)
 EXPLAINS = 0.5
+# client keys whose callee (from the call graph) is remembered at most: a scan of the graph
+# each, for the failed calls that never reached one
+_CALLEE_CACHE = 1024
 
 # where the trouble is when the root's own spans are normal: on the edge in front of it
 # (network, ingress), or in its answers (its callers fail on them)
@@ -53,6 +56,7 @@ class RootCause:
         self.stats = stats
         self.parents = parents
         self.own = {} if own is None else own  # each handler key's own time and usual tail
+        self._callees: dict[Key, Key | None] = {}  # client key -> the server key it reaches
 
     def find(
         self,
@@ -145,6 +149,17 @@ class RootCause:
                 ] += 1
                 edges += span.error != ANSWERED
             elif (
+                span.error
+                and span.key.kind == _CLIENT
+                and not children.get(span.span_id)
+                and not span.dependency[0]
+                and (served := self._callee(span.key)) is not None
+            ):
+                # a call that failed with no answer (a timeout, a refused connection) into a
+                # service it reaches: the callee's, or its network's, not the caller's
+                votes[(Operation(served.service, served.operation, served.scope), False)] += 1
+                edges += 1
+            elif (
                 span.key.kind in CLIENT_KINDS
                 and span.dependency[0]
                 and not children.get(span.span_id)
@@ -183,6 +198,21 @@ class RootCause:
         # cascading, and on the edge, when most of the examples say so
         front = EDGE if edges * 2 > total and not unfailed else ""
         return root, is_dep, cascading, front, examples[:EXAMPLES]
+
+    def _callee(self, client: Key) -> Key | None:
+        """The server key that calls of ``client`` reach, from the call graph, when there is
+        one (remembered: the graph is scanned once a key, for as long as the cache lasts)."""
+        cache = self._callees
+        if client not in cache:
+            if len(cache) >= _CALLEE_CACHE:
+                cache.clear()
+            reached = {
+                key
+                for key, parents in self.parents.items()
+                if key.kind == _SERVER and client in parents
+            }
+            cache[client] = reached.pop() if len(reached) == 1 else None
+        return cache[client]
 
     def _answerer(self, answers: Counter[Key], total: int) -> Key | None:
         """The callee on whose answers most of ``total`` examples failed, if they agree."""
