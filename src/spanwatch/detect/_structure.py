@@ -95,6 +95,8 @@ class Structure:
         longest = s.window_ns - int(s.lateness_s * 1e9)
         full = s.max_spans_per_trace * WIDTH  # a trace cut short: not judged
         max_parents = s.max_parent_keys
+        # the INTERNAL keys known: a trace without any (most, in most fleets) is read as is
+        internal = {key for key in self.stats if key.kind == INTERNAL}
         for flat, trace_id in zip(traces, trace_ids, strict=True):
             if len(flat) == WIDTH:  # one span: no parent within the trace, and no calls
                 if structure:
@@ -138,7 +140,11 @@ class Structure:
                 below = mine.get(parent)
                 if below is not None:
                     below.append(i)
-            inner = {span_ids[i] for i, key in enumerate(keys) if key.kind == INTERNAL}
+            inner = (
+                set()
+                if internal.isdisjoint(keys)
+                else {span_ids[i] for i, key in enumerate(keys) if key.kind == INTERNAL}
+            )
             if inner:
                 # what an INTERNAL span under a handler made (a controller method's calls) the
                 # handler made: its calls, its own time around them (see _traces.reach)
