@@ -557,8 +557,9 @@ def test_a_span_ends_on_an_answer_by_its_keys_usual_tail_not_its_own_time() -> N
 
 def test_a_rolling_deploy_is_one_deploy_and_a_rollback_another() -> None:
     """Old and new instances serve side by side for 20 s, their spans interleaved: one deploy,
-    when the new version first shows. Going back to the old version an hour later (no longer
-    live) is a second; a service's first version is none."""
+    when the new version first shows. Going back to the old version once it is no longer live
+    is a second; a service's first version is none, and a fleet back from a pause (every
+    version stale) deploys nothing."""
     from spanwatch.detect._lifecycle import Deploys
 
     deploys = Deploys(Settings())
@@ -570,8 +571,12 @@ def test_a_rolling_deploy_is_one_deploy_and_a_rollback_another() -> None:
         deploys.track(["cart", "cart", "cart"], ["", "", ""], ["1.0", "1.1", "1.0"], [at] * 3)
     for step in range(600):  # the new version alone, for ten minutes and more
         deploys.track(["cart"], [""], ["1.1"], [t + (80 + step) * second])
-    rollback = t + 3600 * second
+    rollback = t + 700 * second
     deploys.track(["cart"], [""], ["1.0"], [rollback])
+    for step in range(20):  # both again, then an hour with no traffic at all
+        at = rollback + step * second
+        deploys.track(["cart", "cart"], ["", ""], ["1.1", "1.0"], [at] * 2)
+    deploys.track(["cart", "cart"], ["", ""], ["1.0", "1.1"], [rollback + 3600 * second] * 2)
     found = [(d.old_version, d.new_version, d.at_ns) for _, d in deploys.deploys]
     assert found == [("1.0", "1.1", t + 60 * second), ("1.1", "1.0", rollback)]
 

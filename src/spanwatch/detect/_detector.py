@@ -327,6 +327,7 @@ class Detector:
             bucket.pop(key, None)
         self._structure.forget(key)
         self._retries.forget(key)
+        self._root_cause.forget(key)
 
     # -- windows ---------------------------------------------------------------------------
 
@@ -363,6 +364,11 @@ class Detector:
         oldest = next(iter(traces.values()), None)
         whole = oldest is not None and oldest[WINDOW] <= window - s.structure_guard_windows
         structure = self._structure
+        # every key of the window has its stats before the call-graph pass (it reads which
+        # keys are INTERNAL from them), in the order the keys came
+        for key in accs:
+            if key not in self._stats:
+                self._stats[key] = KeyStats(s.fast_epoch_windows, s.slow_epoch_windows)
         calls = structure.learn_edges(window_traces, kept, window, whole)
         missing, stopped = structure.findings(calls, accs, traces, touched, window)
         own, abrupt = structure.own_findings()

@@ -50,6 +50,8 @@ DEPLOY_HORIZON_NS = 30 * 60 * 1_000_000_000  # deploys this long before an incid
 # a version is live while spans of it came this recently: instances of the old and the new
 # serving side by side through a rolling deploy make one deploy
 DEPLOY_LIVE_NS = 10 * 60 * 1_000_000_000
+# versions remembered per service at most (a build id per process must not grow it)
+DEPLOY_VERSIONS = 8
 
 
 @dataclass(slots=True)
@@ -86,32 +88,42 @@ class Deploys:
     def track(
         self, services: list[str], scopes: list[str], versions: list[str], ends: list[int]
     ) -> None:
-        """Note each service's versions (within its scope), and a deploy when one that is not
-        live shows."""
+        """Note each service's versions (within its scope), and a deploy when one shows that
+        is not live while another is (or was never seen): judged against what was live before
+        the batch, so a fleet back from a pause (every version stale) deploys nothing."""
         if not ends:
             return
         now = max(ends)
-        for service, scope, version in dict.fromkeys(zip(services, scopes, versions, strict=True)):
-            if not version:
-                continue
-            seen = self.live.get((service, scope))
+        live = self.live
+        shown = [
+            triple
+            for triple in dict.fromkeys(zip(services, scopes, versions, strict=True))
+            if triple[2]
+        ]
+        changed = []
+        for service, scope, version in shown:
+            seen = live.get((service, scope))
             if seen is None:
-                self.live[service, scope] = {version: now}  # its first version: no deploy
-                continue
+                continue  # its first version: no deploy
             last = seen.get(version)
-            if last is None or now - last > DEPLOY_LIVE_NS:
-                at = min(
-                    end
-                    for sv, sc, v, end in zip(services, scopes, versions, ends, strict=True)
-                    if v == version and sv == service and sc == scope
-                )
-                others = [v for v in seen if v != version]
-                if others:  # from the version seen last (a live one, while it still is)
-                    previous = max(others, key=lambda v: (seen[v], v))
-                    self.deploys.append((scope, Deploy(service, previous, version, at)))
-                for gone in [v for v, t in seen.items() if now - t > DEPLOY_LIVE_NS]:
-                    del seen[gone]
-            seen[version] = max(now, last or 0)
+            if last is not None and now - last <= DEPLOY_LIVE_NS:
+                continue
+            others = {v: t for v, t in seen.items() if v != version}
+            if others and (last is None or max(others.values()) >= now - DEPLOY_LIVE_NS):
+                changed.append((service, scope, version, max(others, key=lambda v: (others[v], v))))
+        if changed:  # when each first showed: the batch is in end order, one pass
+            first: dict[tuple[str, str, str], int] = {}
+            for triple in zip(services, scopes, versions, ends, strict=True):
+                first.setdefault(triple[:3], triple[3])
+            for service, scope, version, previous in changed:
+                at = first[service, scope, version]
+                self.deploys.append((scope, Deploy(service, previous, version, at)))
+        for service, scope, version in shown:
+            seen = live.setdefault((service, scope), {})
+            seen[version] = now
+            if len(seen) > DEPLOY_VERSIONS:  # the least recently seen go
+                for old in sorted(seen, key=lambda v: (seen[v], v))[: len(seen) - DEPLOY_VERSIONS]:
+                    del seen[old]
 
     def before(self, scope: str, services: set[str], started_ns: int) -> tuple[Deploy, ...]:
         """The deploys of ``services`` in ``scope`` shortly before an incident started."""

@@ -20,7 +20,7 @@ from ._keys import Key
 from ._own import OwnBaseline
 from ._settings import Settings
 from ._stats import ERROR_EXAMPLES, EXAMPLES, Family, Finding, KeyStats, WindowAcc
-from ._structure import HANDLER_KINDS
+from ._structure import HANDLER_KINDS, INNER_DEPTH
 from ._traces import ANSWERED, INTERNAL, Traces, TraceSpan, calls_of, example_spans, reach, read
 
 _CLIENT, _SERVER = int(SpanKind.CLIENT), int(SpanKind.SERVER)
@@ -128,9 +128,12 @@ class RootCause:
                 span = child
             # an INTERNAL span (a controller method) is its handler's own work: the handler
             # is what failed or slowed, and the answer rule reads its calls and usual tail
-            while span.key.kind == INTERNAL and (outer := by_id.get(span.parent)) is not None:
-                if outer.key.service != span.key.service or (
-                    outer.key.kind != INTERNAL and outer.key.kind not in HANDLER_KINDS
+            for _ in range(INNER_DEPTH):
+                outer = by_id.get(span.parent) if span.key.kind == INTERNAL else None
+                if (
+                    outer is None
+                    or outer.key.service != span.key.service
+                    or (outer.key.kind != INTERNAL and outer.key.kind not in HANDLER_KINDS)
                 ):
                     break
                 span = outer
@@ -158,7 +161,7 @@ class RootCause:
                 # a call that failed with no answer (a timeout, a refused connection) into a
                 # service it reaches: the callee's, or its network's, not the caller's
                 votes[(Operation(served.service, served.operation, served.scope), False)] += 1
-                edges += 1
+                edges += span.error != ANSWERED
             elif (
                 span.key.kind in CLIENT_KINDS
                 and span.dependency[0]
@@ -201,18 +204,24 @@ class RootCause:
 
     def _callee(self, client: Key) -> Key | None:
         """The server key that calls of ``client`` reach, from the call graph, when there is
-        one (remembered: the graph is scanned once a key, for as long as the cache lasts)."""
+        one (remembered once found: the graph is scanned once a key)."""
         cache = self._callees
-        if client not in cache:
-            if len(cache) >= _CALLEE_CACHE:
-                cache.clear()
+        found = cache.get(client)
+        if found is None:
             reached = {
                 key
                 for key, parents in self.parents.items()
                 if key.kind == _SERVER and client in parents
             }
-            cache[client] = reached.pop() if len(reached) == 1 else None
-        return cache[client]
+            if len(reached) != 1:
+                return None  # not remembered: the graph may learn it yet
+            if len(cache) >= _CALLEE_CACHE:
+                cache.clear()
+            found = cache[client] = reached.pop()
+        return found
+
+    def forget(self, key: Key) -> None:
+        self._callees.pop(key, None)
 
     def _answerer(self, answers: Counter[Key], total: int) -> Key | None:
         """The callee on whose answers most of ``total`` examples failed, if they agree."""

@@ -35,7 +35,7 @@ from ._traces import (
 CALLS = "calls "
 HANDLER_KINDS = frozenset((int(SpanKind.SERVER), int(SpanKind.CONSUMER)))
 # INTERNAL spans nested in INTERNAL spans that a handler's calls are looked for through
-_INNER_DEPTH = 8
+INNER_DEPTH = 8
 _SERVER = int(SpanKind.SERVER)
 # handler spans of a window: (their spans that did not fail, how many of those called a child
 # of each key), by key
@@ -152,7 +152,7 @@ class Structure:
                 feeds: dict[bytes, list[int]] = {}
                 for span_id in inner:
                     up, depth = parent_of[span_id], 0
-                    while up in inner and depth < _INNER_DEPTH:
+                    while up in inner and depth < INNER_DEPTH:
                         up, depth = parent_of[up], depth + 1
                     if (target := mine.get(up)) is not None:
                         feeds[span_id] = target

@@ -63,11 +63,13 @@ def reach(span_id: bytes, children: dict[bytes, list[TraceSpan]]) -> list[TraceS
     """What a span made: its children, and those of each INTERNAL child in turn (a controller
     method, a function traced in-process: the span's own work, with its calls under it)."""
     out: list[TraceSpan] = []
+    seen = {span_id}  # a span id twice, or a parent link that loops, is read once
     stack = list(children.get(span_id, ()))
     while stack:
         child = stack.pop()
         out.append(child)
-        if child.key.kind == INTERNAL:
+        if child.key.kind == INTERNAL and child.span_id not in seen:
+            seen.add(child.span_id)
             stack.extend(children.get(child.span_id, ()))
     return out
 
