@@ -379,12 +379,8 @@ class Detector:
         quiet: set[Key] = set()
         # every key with a baseline or spans, in the order they came (not a set's: the order
         # of findings decides ties, and must not depend on the hash seed)
-        judged = list(self._stats)
-        judged += [key for key in accs if key not in self._stats]
-        for key in judged:
-            stats = self._stats.get(key)
-            if stats is None:
-                stats = self._stats[key] = KeyStats(s.fast_epoch_windows, s.slow_epoch_windows)
+        # (the window's new keys were given stats before the call-graph pass, above)
+        for key, stats in list(self._stats.items()):
             acc = accs.get(key)
             found = stats.judge(acc, stats.windows >= s.warmup_windows, s)
             found += missing.get(key, ())
@@ -418,11 +414,11 @@ class Detector:
         for o in self._incidents.open.values():
             dropped = o.incident.pattern is Pattern.TRAFFIC_DROP
             for key in o.keys:
-                if (stats := self._stats.get(key)) is None:
+                if (known := self._stats.get(key)) is None:
                     continue
-                if stats.error_run[3]:
+                if known.error_run[3]:
                     failing[key] = o.incident.root_cause
-                if dropped and stats.low_streak[1]:
+                if dropped and known.low_streak[1]:
                     quiet_roots[key] = o.incident.root_cause
         groups = group_findings(
             findings,

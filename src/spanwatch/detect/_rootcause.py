@@ -56,7 +56,7 @@ class RootCause:
         self.stats = stats
         self.parents = parents
         self.own = {} if own is None else own  # each handler key's own time and usual tail
-        self._callees: dict[Key, Key | None] = {}  # client key -> the server key it reaches
+        self._callees: dict[Key, Key] = {}  # client key -> the server key it reaches
 
     def find(
         self,
@@ -137,29 +137,19 @@ class RootCause:
                 ):
                     break
                 span = outer
-            callee = (
-                next((c for c in children.get(span.span_id, ()) if c.key.kind == _SERVER), None)
-                if span.key.kind == _CLIENT
-                else None
-            )
-            if callee is not None:
+            served: Key | None = None
+            if span.key.kind == _CLIENT:
+                below = children.get(span.span_id)
+                served = next((c.key for c in below or () if c.key.kind == _SERVER), None)
+                if served is None and span.error and not below and not span.dependency[0]:
+                    # a call that failed with no answer (a timeout, a refused connection)
+                    # into a service it reaches: the callee's, or its network's
+                    served = self._callee(span.key)
+            if served is not None:
                 # The call was slow (or failed) and the callee's own span explains none of it:
                 # the time went in front of the callee (network, ingress). It is the callee's.
                 # (A call failed on the callee's HTTP error status was answered: a 404 its
                 # server span leaves unset is the callee's, and no network trouble.)
-                votes[
-                    (Operation(callee.key.service, callee.key.operation, callee.key.scope), False)
-                ] += 1
-                edges += span.error != ANSWERED
-            elif (
-                span.error
-                and span.key.kind == _CLIENT
-                and not children.get(span.span_id)
-                and not span.dependency[0]
-                and (served := self._callee(span.key)) is not None
-            ):
-                # a call that failed with no answer (a timeout, a refused connection) into a
-                # service it reaches: the callee's, or its network's, not the caller's
                 votes[(Operation(served.service, served.operation, served.scope), False)] += 1
                 edges += span.error != ANSWERED
             elif (

@@ -171,16 +171,18 @@ class Structure:
                 below = mine[span_ids[j]]
                 if not below:
                     continue
-                if inner:
+                # the keys it called (an INTERNAL child's too); its calls, for the time
+                if len(below) == 1:  # most handlers make one call: no set to make
+                    entry[1][keys[below[0]]] += 1
+                else:
                     entry[1].update({keys[i] for i in below})
+                if inner:
                     below = [i for i in below if keys[i].kind != INTERNAL]
                     if not below:
                         continue
                 end = ends[j]
-                if len(below) == 1:  # most handlers make one call: no sort, no union
+                if len(below) == 1:  # no sort, no union
                     (i,) = below
-                    if not inner:
-                        entry[1][keys[i]] += 1
                     if errors[i]:
                         continue
                     last = i
@@ -194,8 +196,6 @@ class Structure:
                     if call_end > call_start:
                         own_ns -= call_end - call_start
                 else:
-                    if not inner:
-                        entry[1].update({keys[i] for i in below})
                     if any(errors[i] for i in below):
                         continue
                     calls = [(ends[i] - durations[i], ends[i]) for i in below]
