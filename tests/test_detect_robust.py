@@ -682,3 +682,66 @@ def test_calls_that_never_reach_their_callee_are_the_callees() -> None:
                 last[event.fields["incident"]["id"]] = event.fields["incident"]
     incidents = list(last.values())
     assert {(s, o) for _, s, o in _roots(incidents)} == {("inventory", "/Inventory/Reserve")}
+
+
+def _latency_key(
+    rng: random.Random, windows: int, per_window: float, slow: float, pause_ms: tuple[int, int]
+) -> tuple[KeyStats, list[int]]:
+    """A key of lognormal spans (median 5 ms) at about ``per_window`` spans a window, learned
+    for 200 healthy windows, then ``windows`` more in which a share ``slow`` of spans are held
+    up by a pause in ``pause_ms``; the windows (counted from the fault's first) that gave a
+    latency finding, and the metrics found."""
+    settings = Settings()
+    stats = KeyStats(settings.fast_epoch_windows, settings.slow_epoch_windows)
+    found: list[int] = []
+    for window in range(200 + windows):
+        acc = WindowAcc()
+        for i in range(_poisson(rng, per_window)):
+            ms = 5.0 * math.exp(rng.gauss(0, 0.4))
+            if window >= 200 and rng.random() < slow:
+                ms += rng.uniform(*pause_ms)
+            acc.add(int(ms * 1e6), "", b"t" * 16, b"%d-%d" % (window, i))
+        findings = stats.judge(acc if acc.count else None, stats.windows >= 12, settings)
+        if any(f.family is Family.LATENCY for f in findings):
+            found.append(window - 200)
+        stats.learn(acc if acc.count else None, bool(findings), settings)
+    return stats, found
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_spans_far_past_the_usual_are_judged_apart_from_slow_ones(seed: int) -> None:
+    """Packets lost on a quarter of the calls at a request a window (each lost one 200 ms to
+    a second late, retransmitted), or GC pauses in 5% of a busy key's spans: no window holds
+    a fifth of its spans slow, nor three, and the slow share of a run stays under a fifth;
+    spans that far past the p99 are rare enough that a few of them over a few windows tell.
+    Healthy keys never show it, nor does one pause that held up one window's spans at once."""
+    rng = random.Random(seed)
+    _, lost = _latency_key(rng, 48, 1.0, 0.25, (200, 1000))
+    assert lost and lost[0] <= 30, lost  # within five minutes
+    _, paused = _latency_key(rng, 30, 40.0, 0.05, (100, 500))
+    assert paused and paused[0] <= 6, paused
+    for per_window in (1.0, 40.0):
+        _, healthy = _latency_key(rng, 2000, per_window, 0.002, (20, 60))
+        assert healthy == [], (per_window, healthy)
+    # one pause holding up four spans of one window (a tenth: no spike), in a healthy key
+    settings = Settings()
+    stats, _ = _latency_key(rng, 0, 40.0, 0.0, (0, 0))
+    for window in range(3):
+        acc = WindowAcc()
+        for i in range(40):
+            ms = 5.0 * math.exp(rng.gauss(0, 0.4)) + (300.0 if window == 0 and i < 4 else 0)
+            acc.add(int(ms * 1e6), "", b"t" * 16, b"x%d-%d" % (window, i))
+        assert stats.judge(acc, True, settings) == [], window
+        stats.learn(acc, False, settings)
+
+
+def test_a_run_from_a_few_spans_is_read_at_every_rate_they_allow() -> None:
+    """One slow span of one does not make a run at 100% that the next normal span ends; a
+    busy key's clean window still ends a run at 40%."""
+    from spanwatch.detect._stats import consistent
+
+    settings = Settings()
+    assert consistent(0, 1, 1.0, 1.0, settings)
+    assert consistent(0, 2, 2.0, 3.0, settings)
+    assert not consistent(0, 20, 8.0, 20.0, settings)
+    assert not consistent(0, 200, 80.0, 200.0, settings)  # a rate well known

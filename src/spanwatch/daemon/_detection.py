@@ -29,7 +29,7 @@ log = structlog.get_logger("spanwatch.detect")
 
 SNAPSHOT_NAME = "detector.pickle"
 # Bumped when the detector's pickled state changes shape; an old snapshot is then ignored.
-SNAPSHOT_VERSION = 12
+SNAPSHOT_VERSION = 13
 # A source's clock trouble is logged at most this often (wall clock seconds).
 NOTE_INTERVAL_S = 60.0
 

@@ -439,9 +439,10 @@ class Detector:
 
     def _running(self, key: Key) -> bool:
         """Whether the key is in a run of suspicious windows: of errors, slow spans, high own
-        time, spans ending on an answer, a usual call missed, or retries."""
+        time, spans far past the usual, spans ending on an answer, a usual call missed, or
+        retries."""
         stats = self._stats.get(key)
-        if stats is not None and (stats.error_run[2] or stats.slow_run[2]):
+        if stats is not None and (stats.error_run[2] or stats.slow_run[2] or stats.far_run[2]):
             return True
         own = self._structure.own_baselines.get(key)
         if own is not None and (own.high_run[2] or own.ended_run[2]):

@@ -222,7 +222,7 @@ class Retries:
             suspicious = hits > 0 and share >= s.retry_share
             if warm and (
                 suspicious
-                or (windows and consistent(hits, traces_with_key, run_hits / run_traces, s))
+                or (windows and consistent(hits, traces_with_key, run_hits, run_traces, s))
             ):
                 run_hits, run_traces, windows = extend_run(
                     run_hits, run_traces, windows, hits, traces_with_key, s.run_windows

@@ -108,7 +108,8 @@ class RootCause:
                 self._slow_child, drift=True
             )
         elif finding.family is Family.LATENCY:
-            examples = [(t, sp) for _, t, sp in acc.slowest]
+            # (spans far past the p99 name their own: see KeyStats._far)
+            examples = list(finding.examples) or [(t, sp) for _, t, sp in acc.slowest]
             step = self._slow_child
         else:
             examples = acc.example_ids(errors=True)

@@ -135,6 +135,15 @@ class Settings:
     min_latency_delta_ms: float = 1.0
     slow_share: float = 0.2  # of a window's spans slow, for a spike
     slow_expected: float = 0.02  # the share slow that the baseline allows (above its p99)
+    # A span far_factor x past the baseline's p99 is far beyond the key's usual range (5 sigma
+    # of a lognormal at sigma 0.5, 3.7 at sigma 1), and far rarer than slow: such spans are
+    # judged apart, against far_expected (or what the baseline's samples can tell: one in
+    # samples + 1), from min_slow of them and min_error_share of the spans, as errors are. A
+    # pause of hundreds of milliseconds in one span in twenty (a GC), or packets lost on one
+    # call in four at a request or two a window, shows within minutes; a slow share of 20%
+    # would never come.
+    far_factor: float = 4.0
+    far_expected: float = 1e-3
     # --- drift: over drift_windows windows, drift_share of spans above the slow baseline's
     # p75 (where 25% belong; tested against drift_expected for margin), and the last
     # drift_recent medians all above drift_factor x the slow median, by min_latency_delta_ms.

@@ -47,6 +47,8 @@ EPOCH_SPANS = 50
 # a run of suspicious windows is evidence from its second window on (one window alone is
 # judged by itself)
 RUN_WINDOWS = 2
+# a run's spans past which its rate is taken as known (a window of more is judged at it too)
+RATE_KNOWN_SPANS = 100
 # a quiet run's expected spans past one and a half windows' worth: its second window or later
 QUIET_RUN = 1.5
 # err_windows counts to this at most: past it the weight learned is 1 within 0.2% (and an int
@@ -66,15 +68,36 @@ _NO_ERROR_RUN: tuple[float, float, int, bool] = (0.0, 0.0, 0, False)
 _RECORD = struct.Struct(">8sQ16s")
 
 
-def consistent(k: float, n: float, rate: float, settings: Settings) -> bool:
-    """Whether a window's k of n could come from a run at ``rate``: P(X <= k) is at least
-    run_consistent (a key at one span a window shows no error in most windows of a fault in
-    40% of its spans; a busy key's clean window ends the run)."""
+def consistent(k: float, n: float, hits: float, spans: float, settings: Settings) -> bool:
+    """Whether a window's k of n could come from a run of ``hits`` in ``spans``: P(X <= k) is
+    at least run_consistent (a key at one span a window shows no error in most windows of a
+    fault in 40% of its spans; a busy key's clean window ends the run). The run's rate is
+    known only as well as its spans tell: from a few, X is read against all the rates they
+    allow (the posterior predictive under a Jeffreys prior), so one slow span in one does not
+    make a run at 100% that the next normal span ends; from many, against their rate."""
+    rate = hits / spans
     if k >= rate * n:
         return True
-    if rate >= 1.0:
-        return False
-    return chernoff_upper(n - k, n, 1 - rate) >= settings.run_consistent
+    if spans >= RATE_KNOWN_SPANS or n > RATE_KNOWN_SPANS:
+        if rate >= 1.0:
+            return False
+        return chernoff_upper(n - k, n, 1 - rate) >= settings.run_consistent
+    return beta_binomial_cdf(int(k), int(n), hits + 0.5, spans - hits + 0.5) >= (
+        settings.run_consistent
+    )
+
+
+def beta_binomial_cdf(k: int, n: int, a: float, b: float) -> float:
+    """P(X <= k) for X ~ BetaBinomial(n, a, b): k of n at a rate drawn from Beta(a, b)."""
+    lg = math.lgamma
+    base = lg(n + 1) + lg(a + b) - lg(a) - lg(b) - lg(n + a + b)
+    return min(
+        1.0,
+        sum(
+            math.exp(base - lg(j + 1) - lg(n - j + 1) + lg(j + a) + lg(n - j + b))
+            for j in range(k + 1)
+        ),
+    )
 
 
 def chernoff_upper(k: float, n: float, p: float) -> float:
@@ -241,7 +264,7 @@ def carry_run(run: Run, k: int, n: int, floor: float, settings: Settings) -> Run
     at least ``floor``) or likely at the run's own rate (see :func:`consistent`), else over;
     over too when the run as a whole falls under the floor."""
     hits, spans, windows = run
-    if (k and k / n >= floor) or (windows and consistent(k, n, hits / spans, settings)):
+    if (k and k / n >= floor) or (windows and consistent(k, n, hits, spans, settings)):
         hits, spans, windows = extend_run(hits, spans, windows, k, n, settings.run_windows)
         return (hits, spans, windows) if hits / spans >= floor else NO_RUN
     return NO_RUN
@@ -358,6 +381,18 @@ class Sketches:
     def count(self) -> float:
         return float(self.current.count + (self.previous.count if self.previous else 0))
 
+    def share_above(self, value: float) -> float:
+        """The share of the baseline (the sketches :meth:`quantile` reads) above ``value``."""
+        sketches = [self.current] if self.previous is None else [self.previous]
+        if self.previous is not None and self.current.count >= EPOCH_SPANS:
+            sketches.append(self.current)
+        count = sum(s.count for s in sketches)
+        if not count or value <= 0:
+            return 0.0
+        bucket = math.ceil(math.log(value, 2) * _KEY_SCALE)  # the bucket value falls in
+        above = sum(sum(s.bins[max(0, bucket + 1 - s.offset) :]) for s in sketches)
+        return above / count
+
     def quantile(self, q: float) -> float:
         if self.previous is None:
             return quantile([self.current], q)
@@ -441,6 +476,7 @@ class KeyStats:
         "err_n",
         "err_windows",
         "error_run",
+        "far_run",
         "fast",
         "low_streak",
         "slow",
@@ -461,6 +497,8 @@ class KeyStats:
         # windows)
         self.error_run: tuple[float, float, int, bool] = _NO_ERROR_RUN
         self.slow_run: Run = NO_RUN
+        # (spans far past the p99, spans, windows): see far_factor
+        self.far_run: Run = NO_RUN
         # errors and spans learned (decayed as the slow baseline, about 80 windows): the spans
         # are also the key's slow count (see expected_count). An int 0, no float of its own,
         # until the key first fails
@@ -500,6 +538,11 @@ class KeyStats:
         and p99 plus min_latency_delta_ms (a change must matter, not only be improbable)."""
         p99 = self.quantiles()[1]
         return max(settings.slow_factor * p99, p99 + settings.min_latency_delta_ms * 1e6)
+
+    def far_above(self, settings: Settings) -> float:
+        """The duration (ns) above which a span is far past the key's usual range: far_factor
+        x the baseline p99, and slow at least."""
+        return max(settings.far_factor * self.quantiles()[1], self.slow_above(settings))
 
     def judge(self, acc: WindowAcc | None, warm: bool, settings: Settings) -> list[Finding]:
         """Findings for this key's window (``acc`` None: no spans this window)."""
@@ -560,7 +603,7 @@ class KeyStats:
                 )
             )
             self.error_run = _NO_ERROR_RUN
-        elif suspicious or (rw and consistent(k, n, rk / rn, settings)):
+        elif suspicious or (rw and consistent(k, n, rk, rn, settings)):
             rk, rn, rw = extend_run(rk, rn, rw, k, n, settings.run_windows)
             if rk / rn < error_high:
                 # noise after all: the run's windows (this one aside: learn() takes it) teach
@@ -628,6 +671,8 @@ class KeyStats:
                         round(above * n / m),
                     )
                 )
+            elif (far := self._far(acc, above, samples, settings)) is not None:
+                findings.append(far)
             elif self.slow.count() >= settings.min_drift_samples:
                 slow_p75 = self.slow.quantile(0.75)
                 slow_p50 = self.slow.quantile(0.5)
@@ -665,6 +710,39 @@ class KeyStats:
                         )
                     )
         return findings
+
+    def _far(self, acc: WindowAcc, slow: int, samples: float, settings: Settings) -> Finding | None:
+        """A latency finding when spans far past the baseline's p99 (far_factor x it) come far
+        more often than it allows, in this window or over a run of windows (see judged); the
+        window's ``slow`` spans (over slow_above) hold them all. Its examples are the far
+        spans among the window's slowest: the root-cause walk follows them, not the slowest
+        of the rest (a caller's own tail, another callee's)."""
+        durations = acc.durations
+        bar = self.far_above(settings)
+        far = sum(1 for d in durations if d > bar) if slow else 0
+        if not far and not self.far_run[2]:
+            return None
+        # the share of the baseline past the bar (a service whose GC pauses are its own
+        # holds them), or what its samples can tell
+        expected = max(settings.far_expected, 1 / (samples + 1), self.fast.share_above(bar))
+        self.far_run, found, _ = judged(
+            self.far_run, far, len(durations), expected, settings.min_slow, settings
+        )
+        # over two windows or more: one pause that held up a window's calls at once is none
+        if not found or self.far_run[2] < RUN_WINDOWS:
+            return None
+        worst = max(durations)
+        p99 = self.quantiles()[1]
+        return Finding(
+            Family.LATENCY,
+            "p99_latency_ms",
+            worst / 1e6,
+            p99 / 1e6,
+            "ms",
+            worst / max(p99, 1.0),
+            found,
+            examples=tuple((trace, span) for d, trace, span in acc.slowest if d > bar),
+        )
 
     def expected_count(self, settings: Settings) -> float:
         """Spans expected in a window: the lower of the fast count, which follows the day, and
@@ -769,7 +847,11 @@ class KeyStats:
             self.err_n = keep * self.err_n + n
             if self.err_windows < ERR_WINDOWS:
                 self.err_windows += 1
-        durations = acc.durations if acc and self.slow_run[2] < RUN_WINDOWS else []
+        durations = (
+            acc.durations
+            if acc and self.slow_run[2] < RUN_WINDOWS and self.far_run[2] < RUN_WINDOWS
+            else []
+        )
         if durations:
             self._quantiles = None
             buckets = bucketed(durations)
