@@ -14,7 +14,7 @@ import pytest
 from spanwatch.cli._eval import _parse_ns, _without_status
 from spanwatch.detect import Detector, Settings
 from spanwatch.detect._own import own_time
-from spanwatch.detect._stats import Family, KeyStats, WindowAcc
+from spanwatch.detect._stats import Family, Finding, KeyStats, WindowAcc
 from spanwatch.model import Pattern, Span, SpanBatch, SpanKind, StatusCode
 from spanwatch.sim import DEFAULT_START_NS, NS, Fault, Simulator, chain, fanout, shop
 from spanwatch.sim._fleet import quiet_entries
@@ -745,3 +745,40 @@ def test_a_run_from_a_few_spans_is_read_at_every_rate_they_allow() -> None:
     assert consistent(0, 2, 2.0, 3.0, settings)
     assert not consistent(0, 20, 8.0, 20.0, settings)
     assert not consistent(0, 200, 80.0, 200.0, settings)  # a rate well known
+
+
+def test_a_latency_root_walk_follows_the_slow_spans_not_the_rest_of_the_slowest() -> None:
+    """At a span or two a window, a run's latency finding holds one slow span among normal
+    ones: the walk follows the slow one (into the callee it waited on, its own span normal:
+    the edge), and the normal ones do not outvote it for the caller."""
+    from collections import OrderedDict
+
+    from spanwatch.detect._keys import Key
+    from spanwatch.detect._rootcause import EDGE, RootCause
+    from spanwatch.detect._stats import bucketed
+
+    ms = 1_000_000
+    settings = Settings()
+    gateway = Key("ui", "GET /food", SpanKind.SERVER, "")
+    call = Key("ui", "GET food", SpanKind.CLIENT, "")
+    food = Key("food", "GET /foods", SpanKind.SERVER, "")
+    stats = {}
+    for key, typical in ((gateway, 20), (call, 18), (food, 15)):
+        stats[key] = KeyStats(settings.fast_epoch_windows, settings.slow_epoch_windows)
+        stats[key].fast.learn(bucketed([typical * ms + i * 10_000 for i in range(200)]))
+    traces: OrderedDict[bytes, list[Any]] = OrderedDict()
+    acc = WindowAcc()
+    for i, delay in enumerate((0, 0, 600)):  # the third call waited 600 ms in front of food
+        trace = b"%015d" % i + b"t"
+        spans = [
+            (b"g%07d" % i, b"", gateway, False, (20 + delay) * ms, ("", ""), 1000 * ms, 1),
+            (b"c%07d" % i, b"g%07d" % i, call, False, (18 + delay) * ms, ("", ""), 999 * ms, 1),
+            (b"f%07d" % i, b"c%07d" % i, food, False, 15 * ms, ("", ""), 998 * ms, 1),
+        ]
+        traces[trace] = [value for span in spans for value in span]
+        acc.add((20 + delay) * ms, "", trace, b"g%07d" % i)
+    # a run's finding, renewed by this window's one slow span
+    slow = Finding(Family.LATENCY, "p50_latency_ms", 20.0, 20.0, "ms", 1.0, 1)
+    finder = RootCause(settings, stats, {})
+    root, _, _, front, _ = finder.find(traces, gateway, slow, acc, set(), {})
+    assert (root.service, root.operation, front) == ("food", "GET /foods", EDGE)

@@ -108,8 +108,17 @@ class RootCause:
                 self._slow_child, drift=True
             )
         elif finding.family is Family.LATENCY:
-            # (spans far past the p99 name their own: see KeyStats._far)
-            examples = list(finding.examples) or [(t, sp) for _, t, sp in acc.slowest]
+            # The slow ones of the slowest (spans far past the p99 name their own: see
+            # KeyStats._far): at a span or two a window a run's finding has one slow span
+            # among normal ones, which would vote for whatever they called.
+            stats = self.stats.get(key)
+            bar = stats.slow_above(self.settings) if stats is not None else 0.0
+            slowest = acc.slowest
+            examples = (
+                list(finding.examples)
+                or [(t, sp) for d, t, sp in slowest if d > bar]
+                or [(t, sp) for _, t, sp in slowest]
+            )
             step = self._slow_child
         else:
             examples = acc.example_ids(errors=True)
