@@ -689,8 +689,8 @@ def _latency_key(
 ) -> tuple[KeyStats, list[int]]:
     """A key of lognormal spans (median 5 ms) at about ``per_window`` spans a window, learned
     for 200 healthy windows, then ``windows`` more in which a share ``slow`` of spans are held
-    up by a pause in ``pause_ms``; the windows (counted from the fault's first) that gave a
-    latency finding, and the metrics found."""
+    up by a pause in ``pause_ms``; the stats, and the windows (counted from the fault's
+    first) that gave a finding of spans far past the p99 (``max_latency_ms``)."""
     settings = Settings()
     stats = KeyStats(settings.fast_epoch_windows, settings.slow_epoch_windows)
     found: list[int] = []
@@ -702,7 +702,7 @@ def _latency_key(
                 ms += rng.uniform(*pause_ms)
             acc.add(int(ms * 1e6), "", b"t" * 16, b"%d-%d" % (window, i))
         findings = stats.judge(acc if acc.count else None, stats.windows >= 12, settings)
-        if any(f.family is Family.LATENCY for f in findings):
+        if any(f.metric == "max_latency_ms" for f in findings):
             found.append(window - 200)
         stats.learn(acc if acc.count else None, bool(findings), settings)
     return stats, found
@@ -717,7 +717,7 @@ def test_spans_far_past_the_usual_are_judged_apart_from_slow_ones(seed: int) -> 
     Healthy keys never show it, nor does one pause that held up one window's spans at once."""
     rng = random.Random(seed)
     _, lost = _latency_key(rng, 48, 1.0, 0.25, (200, 1000))
-    assert lost and lost[0] <= 30, lost  # within five minutes
+    assert lost and lost[0] <= 36, lost  # within six minutes
     _, paused = _latency_key(rng, 30, 40.0, 0.05, (100, 500))
     assert paused and paused[0] <= 6, paused
     for per_window in (1.0, 40.0):

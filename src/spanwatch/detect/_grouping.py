@@ -238,7 +238,7 @@ def summary_of(pattern: Pattern, root: Operation, finding: Finding, front: str =
             f"median {finding.observed:.1f} ms (baseline {finding.baseline:.1f} ms; its calls "
             "are not slower)"
         )
-    if finding.metric == "p99_latency_ms":
+    if finding.metric == "max_latency_ms":
         return (
             f"{pattern.value.replace('_', ' ')} at {where}: spans up to "
             f"{finding.observed:.1f} ms, {finding.affected} of them far past its p99 "

@@ -445,13 +445,15 @@ class Incidents:
             slow_above = stats.slow_above(self.settings)
             slow = sum(1 for d in durations if d > slow_above)
             return median(durations) / 1e6, slow / len(durations), n
-        if metric == "p99_latency_ms" and stats is not None:
+        if metric == "max_latency_ms" and stats is not None:
             durations = acc.durations
             if not durations:
                 return None
             far_above = stats.far_above(self.settings)
             far = sum(1 for d in durations if d > far_above)
-            return max(durations) / 1e6, far / len(durations), n
+            slowest = acc.slowest
+            worst = slowest[0][0] if slowest else max(durations)
+            return worst / 1e6, far / len(durations), n
         return None  # calls per trace: told by the findings alone
 
 

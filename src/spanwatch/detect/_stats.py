@@ -389,8 +389,10 @@ class Sketches:
         count = sum(s.count for s in sketches)
         if not count or value <= 0:
             return 0.0
-        bucket = math.ceil(math.log(value, 2) * _KEY_SCALE)  # the bucket value falls in
-        above = sum(sum(s.bins[max(0, bucket + 1 - s.offset) :]) for s in sketches)
+        # from the bucket value falls in (some of it is below value: the safe side, the share
+        # over-counted by a bucket's width at most)
+        bucket = math.ceil(math.log(value, 2) * _KEY_SCALE)
+        above = sum(sum(s.bins[max(0, bucket - s.offset) :]) for s in sketches)
         return above / count
 
     def quantile(self, q: float) -> float:
@@ -671,7 +673,7 @@ class KeyStats:
                         round(above * n / m),
                     )
                 )
-            elif (far := self._far(acc, above, samples, settings)) is not None:
+            elif (far := self._far(acc, durations, above, samples, settings)) is not None:
                 findings.append(far)
             elif self.slow.count() >= settings.min_drift_samples:
                 slow_p75 = self.slow.quantile(0.75)
@@ -711,37 +713,42 @@ class KeyStats:
                     )
         return findings
 
-    def _far(self, acc: WindowAcc, slow: int, samples: float, settings: Settings) -> Finding | None:
+    def _far(
+        self, acc: WindowAcc, durations: list[int], slow: int, samples: float, settings: Settings
+    ) -> Finding | None:
         """A latency finding when spans far past the baseline's p99 (far_factor x it) come far
         more often than it allows, in this window or over a run of windows (see judged); the
         window's ``slow`` spans (over slow_above) hold them all. Its examples are the far
         spans among the window's slowest: the root-cause walk follows them, not the slowest
-        of the rest (a caller's own tail, another callee's)."""
-        durations = acc.durations
+        of the rest (a caller's own tail, another callee's). It tells the window's slowest
+        span; its magnitude is how far past the bar the far spans typically are (a span past
+        a bar of 4x the p99 is no 4x slowdown of the key)."""
+        if not slow and not self.far_run[2]:
+            return None
         bar = self.far_above(settings)
-        far = sum(1 for d in durations if d > bar) if slow else 0
+        far = [d for d in durations if d > bar] if slow else []
         if not far and not self.far_run[2]:
             return None
         # the share of the baseline past the bar (a service whose GC pauses are its own
         # holds them), or what its samples can tell
         expected = max(settings.far_expected, 1 / (samples + 1), self.fast.share_above(bar))
         self.far_run, found, _ = judged(
-            self.far_run, far, len(durations), expected, settings.min_slow, settings
+            self.far_run, len(far), len(durations), expected, settings.min_slow, settings
         )
         # over two windows or more: one pause that held up a window's calls at once is none
-        if not found or self.far_run[2] < RUN_WINDOWS:
+        if not found or self.far_run[2] < RUN_WINDOWS or not far:
             return None
-        worst = max(durations)
-        p99 = self.quantiles()[1]
+        slowest = acc.slowest
+        worst = slowest[0][0] if slowest else max(far)
         return Finding(
             Family.LATENCY,
-            "p99_latency_ms",
+            "max_latency_ms",
             worst / 1e6,
-            p99 / 1e6,
+            self.quantiles()[1] / 1e6,
             "ms",
-            worst / max(p99, 1.0),
+            median(far) / bar,
             found,
-            examples=tuple((trace, span) for d, trace, span in acc.slowest if d > bar),
+            examples=tuple((trace, span) for d, trace, span in slowest if d > bar),
         )
 
     def expected_count(self, settings: Settings) -> float:
