@@ -438,22 +438,19 @@ class Incidents:
         if metric == "new_error_count":
             count = acc.signatures.get(signature, 0) if acc.signatures else 0
             return float(count), count / n, n
-        if metric == "p50_latency_ms" and stats is not None:
+        if metric in ("p50_latency_ms", "max_latency_ms") and stats is not None:
             durations = acc.durations
             if not durations:
                 return None
-            slow_above = stats.slow_above(self.settings)
-            slow = sum(1 for d in durations if d > slow_above)
-            return median(durations) / 1e6, slow / len(durations), n
-        if metric == "max_latency_ms" and stats is not None:
-            durations = acc.durations
-            if not durations:
-                return None
-            far_above = stats.far_above(self.settings)
-            far = sum(1 for d in durations if d > far_above)
-            slowest = acc.slowest
-            worst = slowest[0][0] if slowest else max(durations)
-            return worst / 1e6, far / len(durations), n
+            # the median and its share slow, or the slowest span and its share far past the p99
+            if metric == "p50_latency_ms":
+                bar, value = stats.slow_above(self.settings), median(durations)
+            else:
+                slowest = acc.slowest
+                bar = stats.far_above(self.settings)
+                value = slowest[0][0] if slowest else max(durations)
+            above = sum(1 for d in durations if d > bar)
+            return value / 1e6, above / len(durations), n
         return None  # calls per trace: told by the findings alone
 
 

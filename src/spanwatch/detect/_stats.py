@@ -381,11 +381,18 @@ class Sketches:
     def count(self) -> float:
         return float(self.current.count + (self.previous.count if self.previous else 0))
 
+    def _baseline(self) -> list[Sketch]:
+        """The epochs the baseline is: the current alone at first, then the previous alone
+        until the current holds EPOCH_SPANS, then both."""
+        if self.previous is None:
+            return [self.current]
+        if self.current.count < EPOCH_SPANS:
+            return [self.previous]
+        return [self.previous, self.current]
+
     def share_above(self, value: float) -> float:
-        """The share of the baseline (the sketches :meth:`quantile` reads) above ``value``."""
-        sketches = [self.current] if self.previous is None else [self.previous]
-        if self.previous is not None and self.current.count >= EPOCH_SPANS:
-            sketches.append(self.current)
+        """The share of the baseline above ``value``."""
+        sketches = self._baseline()
         count = sum(s.count for s in sketches)
         if not count or value <= 0:
             return 0.0
@@ -396,11 +403,7 @@ class Sketches:
         return above / count
 
     def quantile(self, q: float) -> float:
-        if self.previous is None:
-            return quantile([self.current], q)
-        if self.current.count < EPOCH_SPANS:
-            return quantile([self.previous], q)
-        return quantile([self.previous, self.current], q)
+        return quantile(self._baseline(), q)
 
 
 class Family(StrEnum):
@@ -736,7 +739,7 @@ class KeyStats:
             self.far_run, len(far), len(durations), expected, settings.min_slow, settings
         )
         # over two windows or more: one pause that held up a window's calls at once is none
-        if not found or self.far_run[2] < RUN_WINDOWS or not far:
+        if not found or self.far_run[2] < RUN_WINDOWS:  # (found: far spans in this window)
             return None
         slowest = acc.slowest
         worst = slowest[0][0] if slowest else max(far)
